@@ -1,0 +1,74 @@
+"""A per-process background asyncio loop, shared by every DoFn instance and thread in a worker.
+
+Beam runs DoFns on several threads per worker process; aiohttp wants one event loop. Each process
+gets one daemon thread running one loop per name, created lazily and kept in a module-level
+registry under a lock (apache_beam.utils.shared.Shared keeps only weak references, see DESIGN.md).
+Callers hand it coroutines and get concurrent.futures.Future objects back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_registry: dict[str, LoopThread] = {}
+_registry_lock = threading.Lock()
+
+
+class LoopThread:
+    """One asyncio loop running forever in a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=f"beam-caption-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def is_alive(self) -> bool:
+        """True while the loop thread runs."""
+        return self._thread.is_alive()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule `coro` on the loop from any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run `coro` on the loop and block the calling (non-loop) thread for its result."""
+        return self.submit(coro).result(timeout)
+
+    def stop(self) -> None:
+        """Stop the loop and join the thread; pending tasks are cancelled."""
+        if not self.loop.is_running():
+            return
+
+        async def _cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self.submit(_cancel_all()).result(5)
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+def get_loop_thread(name: str = "default") -> LoopThread:
+    """The process-wide loop thread called `name`, started on first use."""
+    with _registry_lock:
+        thread = _registry.get(name)
+        if thread is None or not thread.is_alive():
+            thread = LoopThread(name)
+            _registry[name] = thread
+        return thread
