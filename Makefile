@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 # google-auth probes the GCE metadata server when it looks for credentials; nothing here runs on GCE.
 export NO_GCE_CHECK := true
 export PYTHONUNBUFFERED := 1
+DEMO_OUT ?= out/demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast lint demo bench bench-full simulate clean
@@ -33,7 +34,7 @@ lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check beam_caption tests bench
 
 demo: $(STAMP) ## Caption the bundled sample photos against the local simulator into out/demo/
-	$(VENV)/bin/beam-caption run --simulate --input 'samples/*.jpg' --output out/demo --overwrite
+	$(VENV)/bin/beam-caption run --simulate --input 'samples/*.jpg' --output $(DEMO_OUT) --overwrite
 
 simulate: $(STAMP) ## Start the local OpenAI-compatible simulator on 127.0.0.1:8080
 	$(VENV)/bin/beam-caption simulate --port 8080

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = _import_subcommand(module_name)
         if module is None:
             continue
-        sp = sub.add_parser(name, help=help_text, description=getattr(module, "DESCRIPTION", help_text),
+        sp = sub.add_parser(name, help=help_text, allow_abbrev=False,
+                            description=getattr(module, "DESCRIPTION", help_text),
                             epilog=getattr(module, "EPILOG", None),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sp)
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _import_subcommand(module_name: str):  # noqa: ANN202 - returns a module
+def _import_subcommand(module_name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":
+        # Beam's INFO lines (type-hint conversions, state caches, shard renames) drown ours.
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
     if args.command is None:
         parser.print_help()
         return 2

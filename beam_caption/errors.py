@@ -12,4 +12,4 @@ class ConfigError(BeamCaptionError):
 
 
 class RunAborted(BeamCaptionError):
-    """The run stopped early on a terminal error (bad key, no quota, a request every image fails)."""
+    """The run stopped early on a terminal error (bad key, no quota, a request no image passes)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -56,10 +57,8 @@ class LoopThread:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-        try:
+        with contextlib.suppress(Exception):  # best effort at shutdown
             self.submit(_cancel_all()).result(5)
-        except Exception:  # noqa: BLE001 - best effort at shutdown
-            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
 

@@ -99,7 +99,8 @@ def _check_size(width: int, height: int) -> None:
 
 def messages_text_tokens(texts: list[str], n_messages: int) -> int:
     """Text part of a chat prompt: the texts plus per-message and reply-priming overhead."""
-    return sum(text_tokens(t) for t in texts) + TOKENS_PER_MESSAGE * n_messages + TOKENS_REPLY_PRIMING
+    overhead = TOKENS_PER_MESSAGE * n_messages + TOKENS_REPLY_PRIMING
+    return sum(text_tokens(t) for t in texts) + overhead
 
 
 def prompt_tokens(rule: Mapping[str, Any] | None, texts: list[str], n_messages: int,

@@ -1,0 +1,149 @@
+"""Frozen, picklable configuration built once from the options; what the DoFns receive.
+
+Nothing here holds an API key: only where to find it (an environment variable name or a file
+path), resolved on the worker in DoFn.setup (beam_caption.keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from beam_caption.client import RequestSettings
+from beam_caption.errors import ConfigError
+from beam_caption.fetch import FetchSettings
+from beam_caption.images import PrepareSettings
+from beam_caption.options import DEFAULT_BASE_URL
+from beam_caption.pricing import ModelPrice, load_prices
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Where requests go and where the key is found (never the key itself)."""
+
+    base_url: str
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key_file: str | None = None
+    request_timeout_s: float = 120.0
+    connect_timeout_s: float = 10.0
+
+    @property
+    def chat_completions_url(self) -> str:
+        """The chat completions endpoint under base_url."""
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per-process request engine limits (global limits already divided by `workers`)."""
+
+    concurrency: int = 32
+    rpm: float = 0.0
+    tpm: float = 0.0
+    workers: int = 1
+    max_attempts: int = 6
+    retry_deadline_s: float = 900.0
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 60.0
+    # A terminal error (bad key, no quota, a 400 every image gets) stops the run after this many
+    # consecutive identical failures with no success in between.
+    abort_after_identical_failures: int = 8
+
+    @property
+    def rpm_per_worker(self) -> float:
+        """This process's share of the account's requests-per-minute limit."""
+        return self.rpm / self.workers if self.rpm else 0.0
+
+    @property
+    def tpm_per_worker(self) -> float:
+        """This process's share of the account's tokens-per-minute limit."""
+        return self.tpm / self.workers if self.tpm else 0.0
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    """Everything CaptionImages needs: request, endpoint, limits, prices."""
+
+    request: RequestSettings
+    endpoint: EndpointConfig
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    price: ModelPrice | None = None
+    dedupe: bool = True
+    run_id: str = ""
+    # Settings that change the image sent, hence the answer; part of the request key.
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+
+    def engine_key(self) -> tuple[Any, ...]:
+        """Identity of the per-process engine: DoFns with equal keys share one engine."""
+        return (self.endpoint, self.limits, self.request.model)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole `run`: inputs, preparation, captioning and output."""
+
+    inputs: tuple[str, ...]
+    manifest: str | None
+    output: str
+    overwrite: bool
+    prepare: PrepareSettings
+    fetch: FetchSettings
+    caption: CaptionConfig
+    simulate: bool = False
+
+
+def new_run_id() -> str:
+    """A sortable, unique id for one run: UTC time plus a short random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _resolve_base_url(flag_value: str | None) -> str:
+    url = flag_value or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--base-url must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")
+
+
+def _model_price(model: str, prices_path: str | None) -> ModelPrice | None:
+    return load_prices(prices_path).get(model)
+
+
+def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | None = None
+                     ) -> RunConfig:
+    """Validate the parsed flags once into a RunConfig; raises ConfigError on bad values."""
+    if not args.input and not args.manifest:
+        raise ConfigError("give at least one --input URI/glob or a --manifest file")
+    if args.temperature is not None and _is_reasoning_model(args.model, args.prices):
+        raise ConfigError(f"--temperature is not accepted by reasoning model {args.model}; "
+                          "leave it out")
+    prepare = PrepareSettings(max_side=args.max_side, jpeg_quality=args.jpeg_quality,
+                              max_pixels=args.max_pixels)
+    fetch = FetchSettings(max_bytes=args.max_download_mb * 1024 * 1024,
+                          timeout_s=args.download_timeout, allow_private=args.allow_private_urls)
+    request = RequestSettings(
+        model=args.model, prompt=args.prompt, system_prompt=args.system_prompt,
+        detail=args.detail, max_output_tokens=args.max_output_tokens,
+        temperature=args.temperature, token_param=args.token_param)
+    endpoint = EndpointConfig(base_url=base_url or _resolve_base_url(args.base_url),
+                              api_key_env=args.api_key_env, api_key_file=args.api_key_file,
+                              request_timeout_s=args.request_timeout or 120.0)
+    limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
+                          workers=args.workers_hint or workers, max_attempts=args.max_attempts,
+                          retry_deadline_s=args.retry_deadline)
+    caption = CaptionConfig(request=request, endpoint=endpoint, limits=limits,
+                            price=_model_price(args.model, args.prices), dedupe=args.dedupe,
+                            run_id=new_run_id(), prepare=prepare)
+    return RunConfig(inputs=tuple(args.input or ()), manifest=args.manifest,
+                     output=args.output.rstrip("/"), overwrite=args.overwrite, prepare=prepare,
+                     fetch=fetch, caption=caption, simulate=args.simulate)
+
+
+def _is_reasoning_model(model: str, prices_path: str | None) -> bool:
+    price = load_prices(prices_path).get(model)
+    if price is not None:
+        return price.reasoning
+    return model.startswith(("gpt-5", "o1", "o3", "o4"))

@@ -1,0 +1,81 @@
+"""All engine metrics in one collector, with units in their names.
+
+The engine runs on its own event-loop thread, outside any DoFn, where Beam's Metrics API has no
+container to record into. So the engine counts into this thread-safe collector, and each DoFn
+drains the deltas into Beam counters from its own thread (`flush_to_beam`), which makes them
+visible in run-summary.json locally and as job counters on Dataflow.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from apache_beam.metrics import Metrics
+
+NAMESPACE = "beam_caption"
+
+# Counter names used by the engine and DoFns (units in the names).
+REQUESTS = "requests"
+REQUESTS_OK = "requests_ok"
+RETRIES = "retries"
+RATE_LIMITED = "rate_limited_429"
+THROTTLED_MS = "throttled_ms"
+BACKOFF_MS = "backoff_ms"
+TOKENS_IN = "tokens_in"
+TOKENS_OUT = "tokens_out"
+COST_MICRO_USD = "cost_micro_usd"
+DEDUPLICATED = "deduplicated_images"
+IMAGES_CAPTIONED = "images_captioned"
+IMAGES_FAILED = "images_failed"
+IMAGES_PREPARED = "images_prepared"
+LATENCY_MS = "request_latency_ms"
+RUN_STOPPED = "run_stopped"
+IN_FLIGHT = "in_flight"
+CONCURRENCY = "concurrency"
+
+
+class MetricsCollector:
+    """Thread-safe counters, distributions and gauges, drained as deltas."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, int] = defaultdict(int)
+        self._distributions: dict[str, list[int]] = defaultdict(list)
+        self._gauges: dict[str, int] = {}
+
+    def inc(self, name: str, value: int = 1) -> None:
+        """Add `value` to counter `name`."""
+        with self._lock:
+            self._counters[name] += value
+
+    def observe(self, name: str, value: float) -> None:
+        """Record one value of distribution `name` (rounded to an int, as Beam keeps them)."""
+        with self._lock:
+            self._distributions[name].append(round(value))
+
+    def gauge(self, name: str, value: int) -> None:
+        """Set gauge `name`."""
+        with self._lock:
+            self._gauges[name] = value
+
+    def drain(self) -> tuple[dict[str, int], dict[str, list[int]], dict[str, int]]:
+        """Take and reset the counters and distributions; gauges are copied."""
+        with self._lock:
+            counters, self._counters = dict(self._counters), defaultdict(int)
+            dists, self._distributions = dict(self._distributions), defaultdict(list)
+            return counters, dists, dict(self._gauges)
+
+
+def flush_to_beam(collector: MetricsCollector) -> None:
+    """Record what `collector` gathered since the last flush as Beam metrics (DoFn thread only)."""
+    counters, dists, gauges = collector.drain()
+    for name, value in counters.items():
+        if value:
+            Metrics.counter(NAMESPACE, name).inc(value)
+    for name, values in dists.items():
+        dist = Metrics.distribution(NAMESPACE, name)
+        for value in values:
+            dist.update(value)
+    for name, value in gauges.items():
+        Metrics.gauge(NAMESPACE, name).set(value)

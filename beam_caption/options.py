@@ -1,0 +1,201 @@
+"""Every `beam-caption run` flag, its default and its help text, in one place.
+
+The flags are declared once as data (`RUN_OPTIONS`), so the CLI's argparse parser, Beam's
+`CaptionOptions` view and (later) the Flex Template's metadata.json are all generated from the same
+table and cannot drift apart. Flags not declared here pass through to Beam's PipelineOptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+DEFAULT_MODEL = "gpt-5.4-nano"
+DEFAULT_PROMPT = "Describe this photo in one sentence."
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flag: its name (with dashes), how argparse parses it, and its help."""
+
+    flag: str
+    help: str
+    group: str
+    type: Any = str
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    action: str | None = None  # "append", "store_true", BooleanOptionalAction
+    metavar: str | None = None
+    required: bool = False
+
+    @property
+    def dest(self) -> str:
+        """The attribute name argparse gives this flag."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 95:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 95, got {text}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
+    return value
+
+
+INPUT, IMAGE, MODEL, ENDPOINT, ENGINE, OUTPUT = (
+    "inputs", "image preparation", "model and prompt", "endpoint and key",
+    "request engine", "output")
+
+RUN_OPTIONS: tuple[Option, ...] = (
+    # inputs
+    Option("--input", "image URIs: a glob (local, gs://, s3://; ** recurses) or an https:// URL; "
+           "repeat the flag for more", INPUT, action="append", metavar="URI"),
+    Option("--manifest", "a file listing images: .txt (one URI per line), or .csv/.jsonl/.parquet "
+           "with a 'uri' column and optional 'id' and 'prompt' columns", INPUT, metavar="FILE"),
+    Option("--allow-private-urls", "let https:// inputs reach loopback, private and link-local "
+           "addresses (refused by default: URL fetching is made on the user's behalf)", INPUT,
+           action="store_true", default=False),
+    Option("--max-download-mb", "largest image file read or downloaded, in MB", INPUT,
+           type=_positive_int, default=50, metavar="MB"),
+    Option("--download-timeout", "seconds allowed for one https:// image download", INPUT,
+           type=_non_negative_float, default=30.0, metavar="S"),
+    # image preparation
+    Option("--max-side", "shrink images so the longer side is at most this many pixels before "
+           "sending (fewer image tokens); 0 sends the original size", IMAGE,
+           type=_non_negative_int, default=512, metavar="PX"),
+    Option("--jpeg-quality", "JPEG quality of the re-encoded image sent to the model", IMAGE,
+           type=_quality, default=85, metavar="Q"),
+    Option("--max-pixels", "decompression-bomb guard: images with more pixels become "
+           "too_many_pixels error rows", IMAGE, type=_positive_int, default=89_478_485,
+           metavar="N"),
+    # model and prompt
+    Option("--model", "model name as the endpoint knows it", MODEL, default=DEFAULT_MODEL),
+    Option("--prompt", "the instruction sent with every image", MODEL, default=DEFAULT_PROMPT),
+    Option("--system-prompt", "an optional system message", MODEL),
+    Option("--detail", "image detail level sent to the API (low is cheapest on tile models)",
+           MODEL, default="auto", choices=("auto", "low", "high")),
+    Option("--max-output-tokens", "cap on the answer's tokens (sent as max_completion_tokens); "
+           "bounds the cost of each caption", MODEL, type=_positive_int, default=60, metavar="N"),
+    Option("--temperature", "sampling temperature (not sent unless given; reasoning models such "
+           "as gpt-5* and o* accept only their default)", MODEL, type=_temperature),
+    Option("--token-param", "name of the answer-cap parameter; old OpenAI-compatible servers may "
+           "want max_tokens", MODEL, default="max_completion_tokens",
+           choices=("max_completion_tokens", "max_tokens")),
+    # endpoint and key
+    Option("--base-url", "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else "
+           f"{DEFAULT_BASE_URL})", ENDPOINT, metavar="URL"),
+    Option("--api-key-env", "name of the environment variable holding the API key (read on the "
+           "workers, never stored in options)", ENDPOINT, default="OPENAI_API_KEY", metavar="NAME"),
+    Option("--api-key-file", "read the API key from this file instead (first line)", ENDPOINT,
+           metavar="FILE"),
+    Option("--simulate", "start the local simulator in this process and send every request to it "
+           "(no key needed, captions are synthetic)", ENDPOINT, action="store_true", default=False),
+    # request engine
+    Option("--concurrency", "requests in flight per worker process (the adaptive limit starts "
+           "here and never exceeds it)", ENGINE, type=_positive_int, default=32, metavar="N"),
+    Option("--rpm", "the account's requests-per-minute limit, shared by all workers (0 = none)",
+           ENGINE, type=_non_negative_float, default=0.0, metavar="N"),
+    Option("--tpm", "the account's tokens-per-minute limit, shared by all workers (0 = none)",
+           ENGINE, type=_non_negative_float, default=0.0, metavar="N"),
+    Option("--workers-hint", "expected number of worker processes, to divide --rpm/--tpm/"
+           "--max-cost-usd; default: from the runner's options", ENGINE, type=_positive_int,
+           metavar="N"),
+    Option("--max-attempts", "attempts per image for retryable failures (429, 5xx, timeouts)",
+           ENGINE, type=_positive_int, default=6, metavar="N"),
+    Option("--request-timeout", "seconds allowed for one request before it is retried", ENGINE,
+           type=_non_negative_float, default=120.0, metavar="S"),
+    Option("--retry-deadline", "seconds after an image's first attempt when it stops being retried",
+           ENGINE, type=_non_negative_float, default=900.0, metavar="S"),
+    Option("--dedupe", "send identical images (same bytes and settings) once per worker process "
+           "and reuse the answer", ENGINE, action="bool", default=True),
+    Option("--prices", "a JSON price table that overrides or adds models (same shape as "
+           "beam_caption/prices.json)", ENGINE, metavar="FILE"),
+    # output
+    Option("--output", "output directory (local or gs://) for captions-*.parquet, "
+           "errors-*.parquet and run-summary.json", OUTPUT, metavar="DIR", required=True),
+    Option("--overwrite", "replace the captions, errors and summary already in --output", OUTPUT,
+           action="store_true", default=False),
+)
+
+
+def add_caption_arguments(parser: argparse.ArgumentParser, *,
+                          enforce_required: bool = True) -> None:
+    """Add every RUN_OPTIONS flag to `parser`, grouped as in --help."""
+    groups: dict[str, Any] = {}
+    for opt in RUN_OPTIONS:
+        group = groups.get(opt.group)
+        if group is None:
+            group = groups[opt.group] = parser.add_argument_group(opt.group)
+        kwargs: dict[str, Any] = {"help": _help_with_default(opt), "dest": opt.dest}
+        if opt.action == "bool":
+            kwargs.update(action=argparse.BooleanOptionalAction, default=opt.default)
+        elif opt.action == "store_true":
+            kwargs.update(action="store_true", default=bool(opt.default))
+        else:
+            kwargs.update(type=opt.type, default=opt.default, metavar=opt.metavar)
+            if opt.action:
+                kwargs["action"] = opt.action
+            if opt.choices:
+                kwargs["choices"] = opt.choices
+        if opt.required and enforce_required:
+            kwargs["required"] = True
+        group.add_argument(opt.flag, **kwargs)
+
+
+def _help_with_default(opt: Option) -> str:
+    if opt.default in (None, False) or opt.action in ("append", "store_true"):
+        return opt.help
+    return f"{opt.help} (default: {opt.default})"
+
+
+class CaptionOptions(PipelineOptions):
+    """The run flags as a Beam PipelineOptions view, for users composing their own pipelines."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        add_caption_arguments(parser, enforce_required=False)
+
+
+def unknown_beam_flags(flags: list[str]) -> list[str]:
+    """The flags in `flags` that neither beam-caption nor any Beam PipelineOptions class knows."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    seen: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(flags)
+    return [flag for flag in unknown if flag.startswith("-")]

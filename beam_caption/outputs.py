@@ -1,0 +1,92 @@
+"""The output directory as the launcher sees it: refuse to clobber, clean up, preview, read back."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from beam_caption.errors import ConfigError
+from beam_caption.sinks import OUTPUT_GLOBS
+
+_LOG = logging.getLogger(__name__)
+
+
+def existing_outputs(output: str) -> list[str]:
+    """Paths of earlier captions, errors and summary files in `output`."""
+    patterns = [FileSystems.join(output, g) for g in OUTPUT_GLOBS]
+    found: list[str] = []
+    for result in FileSystems.match(patterns):
+        found.extend(meta.path for meta in result.metadata_list)
+    return sorted(found)
+
+
+def prepare_output(output: str, *, overwrite: bool) -> None:
+    """Refuse a non-empty output unless `overwrite`; with it, delete the earlier run's files."""
+    earlier = existing_outputs(output)
+    if not earlier:
+        return
+    if not overwrite:
+        raise ConfigError(f"--output {output} already holds {len(earlier)} output files; pass "
+                          "--overwrite to replace them")
+    _LOG.info("deleting %d files of an earlier run in %s", len(earlier), output)
+    FileSystems.delete(earlier)
+
+
+def read_table(output: str, table: str) -> Any:
+    """All rows of `table` ("captions" or "errors") in `output` as one pyarrow Table."""
+    import pyarrow as pa
+
+    paths = []
+    for result in FileSystems.match([FileSystems.join(output, f"{table}-*.parquet")]):
+        paths.extend(meta.path for meta in result.metadata_list)
+    tables = []
+    for path in sorted(paths):
+        with FileSystems.open(path) as handle:
+            tables.append(pq.read_table(handle))
+    return pa.concat_tables(tables) if tables else None
+
+
+def stop_message(output: str) -> str:
+    """The reason an early-stopped run gave, from its error rows."""
+    errors = read_table(output, "errors")
+    if errors is not None:
+        for message in errors.column("message").to_pylist():
+            if message and message.startswith("not sent: "):
+                return message.removeprefix("not sent: ")
+    return "see errors-*.parquet"
+
+
+def print_preview(output: str, summary: dict[str, Any], rows: int = 8) -> None:
+    """Print the run's totals and the first captions, like a DuckDB result table."""
+    cost = summary.get("cost_usd")
+    per_k = summary.get("cost_per_1000_images_usd")
+    print(f"\n{summary['captions']} captions, {summary['errors']} errors "
+          f"({', '.join(f'{k}: {v}' for k, v in summary['errors_by_code'].items()) or 'none'}); "
+          f"{summary['tokens']['prompt']} prompt + {summary['tokens']['completion']} completion "
+          f"tokens; cost {'unknown' if cost is None else f'${cost:.6f}'}"
+          f"{'' if per_k is None else f' (${per_k:.4f} per 1,000 images)'}; "
+          f"{summary.get('images_per_second') or '?'} images/s")
+    table = read_table(output, "captions")
+    if table is None or table.num_rows == 0:
+        return
+    table = table.sort_by("uri").slice(0, rows)
+    shown = [("uri", 28), ("caption", 70), ("prompt_tokens", 13), ("completion_tokens", 17),
+             ("cost_usd", 10)]
+    lines = [" | ".join(name.ljust(width) for name, width in shown)]
+    lines.append("-+-".join("-" * width for _, width in shown))
+    for row in table.to_pylist():
+        cells = []
+        for name, width in shown:
+            value = row[name]
+            if name == "uri":
+                value = str(value).rsplit("/", 1)[-1]
+            elif name == "cost_usd" and value is not None:
+                value = f"{value:.7f}"
+            text = "" if value is None else str(value)
+            cells.append((text[: width - 1] + "…" if len(text) > width else text).ljust(width))
+        lines.append(" | ".join(cells))
+    print("\n".join(lines))
+    print(f"\nfiles in {output}: captions-*.parquet, errors-*.parquet, run-summary.json")

@@ -1,0 +1,158 @@
+"""`beam-caption run`: caption images into Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_caption import pipeline as pl
+from beam_caption.config import RunConfig, build_run_config
+from beam_caption.errors import ConfigError
+from beam_caption.keys import resolve_api_key
+from beam_caption.options import add_caption_arguments, unknown_beam_flags
+from beam_caption.outputs import prepare_output, print_preview, stop_message
+from beam_caption.sinks import SUMMARY_NAME
+from beam_caption.sources import check_inputs
+
+_LOG = logging.getLogger("beam_caption.run")
+ACCEPTS_BEAM_OPTIONS = True
+DESCRIPTION = """Caption images with a vision-language model and write Parquet.
+
+Reads image URIs, shrinks each image, calls an OpenAI-compatible chat-completions endpoint with
+many requests in flight, and writes captions-*.parquet (one row per image, with tokens and cost),
+errors-*.parquet (one row per image that failed, with a code) and run-summary.json to --output.
+Any flag not listed here passes through to Beam (--runner, --direct_num_workers, Dataflow options).
+The API key is read from $OPENAI_API_KEY (or --api-key-env / --api-key-file) and never logged."""
+EPILOG = """examples:
+  # the bundled photos against the local simulator (synthetic captions, no key needed)
+  beam-caption run --simulate --input 'samples/*.jpg' --output out/demo
+
+  # a real endpoint: OPENAI_API_KEY=sk-... in the environment
+  beam-caption run --input '/photos/**/*.jpg' --output out/photos --model gpt-5.4-nano \\
+      --prompt 'Describe this photo in one sentence.' --max-side 512 --rpm 5000
+
+  # a manifest with per-row ids, two local worker processes
+  beam-caption run --manifest images.csv --output out/run1 --direct_num_workers=2
+
+  # Google Cloud Dataflow
+  beam-caption run --input 'gs://archive/**/*.jpg' --output gs://captions/run1 \\
+      --runner DataflowRunner --project P --region us-central1 --temp_location gs://tmp/beam
+
+query the result:
+  duckdb -c "select uri, caption, cost_usd from 'out/demo/captions-*.parquet' limit 5"
+
+exit codes: 0 done (error rows are data, see errors-*.parquet); 1 the run stopped early (bad key,
+no quota); 2 a bad flag or input."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run flags (see beam_caption.options)."""
+    add_caption_arguments(parser)
+
+
+def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
+    """Run the job; returns the exit code."""
+    unknown = unknown_beam_flags(beam_flags)
+    if unknown:
+        raise ConfigError(f"unrecognized option {unknown[0]} (not a beam-caption or Beam "
+                          "pipeline option; see beam-caption run --help)")
+    options = pl.pipeline_options(beam_flags)
+    local = pl.is_local(options)
+    with _endpoint(args) as base_url:
+        config = build_run_config(args, workers=pl.expected_worker_processes(options),
+                                  base_url=base_url)
+        _check_key(config, local)
+        check_inputs(list(config.inputs), config.manifest)
+        prepare_output(config.output, overwrite=config.overwrite)
+        if config.caption.price is None:
+            _LOG.warning("no price for model %s in the price table: cost columns will be null "
+                         "(add it with --prices FILE)", config.caption.request.model)
+        return _run(config, options, local)
+
+
+def _run(config: RunConfig, options: beam.options.pipeline_options.PipelineOptions,
+         local: bool) -> int:
+    started = time.monotonic()
+    p = beam.Pipeline(runner=pl.make_runner(options), options=options)
+    pl.build_pipeline(p, config)
+    _LOG.info("run %s: model %s, endpoint %s, output %s", config.caption.run_id,
+              config.caption.request.model, config.caption.endpoint.base_url, config.output)
+    result = p.run()
+    if not local:
+        _LOG.info("job submitted; follow it in the runner's console")
+        return 0
+    result.wait_until_finish()
+    counters = _beam_counters(result)
+    summary = _augment_summary(config.output, counters, time.monotonic() - started)
+    print_preview(config.output, summary)
+    if counters.get("run_stopped"):
+        print(f"beam-caption: stopped early: {stop_message(config.output)}")
+        return 1
+    return 0
+
+
+@contextlib.contextmanager
+def _endpoint(args: argparse.Namespace) -> Iterator[str | None]:
+    """Yield the base URL to use: the in-process simulator's with --simulate, else None."""
+    if not args.simulate:
+        yield None
+        return
+    if args.base_url:
+        raise ConfigError("--simulate and --base-url exclude each other")
+    from beam_caption.simulator import running_simulator
+
+    with running_simulator() as sim:
+        _LOG.info("simulator listening at %s (captions are synthetic)", sim.base_url)
+        yield sim.base_url
+
+
+def _check_key(config: RunConfig, local: bool) -> None:
+    """Fail before any work when a remote endpoint needs a key this machine does not have."""
+    endpoint = config.caption.endpoint
+    if not local or _is_loopback(endpoint.base_url):
+        return
+    if resolve_api_key(endpoint.api_key_env, endpoint.api_key_file) is None:
+        raise ConfigError(f"no API key: set {endpoint.api_key_env} (or use --api-key-file) for "
+                          f"{endpoint.base_url}")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _beam_counters(result: Any) -> dict[str, int]:
+    counters: dict[str, int] = {}
+    for counter in result.metrics().query()["counters"]:
+        if counter.key.metric.namespace == "beam_caption":
+            name = counter.key.metric.name
+            counters[name] = counters.get(name, 0) + (counter.committed or 0)
+    return counters
+
+
+def _augment_summary(output: str, counters: dict[str, int], wall_s: float) -> dict[str, Any]:
+    """Add wall time, throughput and engine counters to run-summary.json (local runs only)."""
+    path = FileSystems.join(output, SUMMARY_NAME)
+    with FileSystems.open(path) as handle:
+        summary = json.loads(handle.read().decode("utf-8"))
+    summary["wall_seconds"] = round(wall_s, 3)
+    summary["images_per_second"] = round(summary["images"] / wall_s, 3) if wall_s else None
+    summary["engine"] = {name: counters[name] for name in sorted(counters)}
+    with FileSystems.create(path, mime_type="application/json") as handle:
+        handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+    return summary

@@ -1,0 +1,145 @@
+"""WriteCaptions: captions-*.parquet, errors-*.parquet, then run-summary.json, all in --output.
+
+The summary is computed inside the pipeline (so it exists on every runner, Dataflow included) and
+written only after both Parquet writes have finished. A local launcher then adds what only it knows:
+wall time and the engine's counters (retries, 429s, throttled time).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
+
+SUMMARY_NAME = "run-summary.json"
+OUTPUT_GLOBS = ("captions-*.parquet", "errors-*.parquet", SUMMARY_NAME)
+
+
+class SummaryFn(beam.CombineFn):
+    """Folds ("caption", row) and ("error", row) pairs into the run's totals."""
+
+    def create_accumulator(self) -> dict[str, Any]:
+        """An empty tally."""
+        return {"captions": 0, "errors": 0, "deduplicated": 0, "errors_by_code": Counter(),
+                "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
+                "reasoning_tokens": 0, "estimated_prompt_tokens": 0, "billed_prompt_tokens": 0,
+                "cost_usd": 0.0, "cost_known": True, "attempts": 0, "latency_ms_sum": 0.0,
+                "first": None, "last": None}
+
+    def add_input(self, acc: dict[str, Any], element: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        """Count one row."""
+        kind, row = element
+        created = row["created_at"].isoformat()
+        acc["first"] = min(acc["first"] or created, created)
+        acc["last"] = max(acc["last"] or created, created)
+        acc["attempts"] += row.get("attempts") or 0
+        if kind == "error":
+            acc["errors"] += 1
+            acc["errors_by_code"][row["code"]] += 1
+            return acc
+        acc["captions"] += 1
+        if row["deduplicated"]:
+            acc["deduplicated"] += 1
+            return acc  # its tokens were billed once, on the row it shares an answer with
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
+            acc[name] += row[name] or 0
+        acc["estimated_prompt_tokens"] += row["estimated_prompt_tokens"] or 0
+        acc["latency_ms_sum"] += row["latency_ms"] or 0.0
+        if row["cost_usd"] is None:
+            acc["cost_known"] = False
+        else:
+            acc["cost_usd"] += row["cost_usd"]
+        return acc
+
+    def merge_accumulators(self, accumulators: Any) -> dict[str, Any]:
+        """Sum tallies from several bundles."""
+        merged = self.create_accumulator()
+        for acc in accumulators:
+            for key, value in acc.items():
+                if key in ("first", "last"):
+                    if value is not None:
+                        pick = min if key == "first" else max
+                        merged[key] = pick(merged[key] or value, value)
+                elif key == "cost_known":
+                    merged[key] = merged[key] and value
+                else:
+                    merged[key] += value
+        return merged
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        """The summary document."""
+        return summary_document(acc)
+
+
+def summary_document(acc: dict[str, Any]) -> dict[str, Any]:
+    """Turn a SummaryFn tally into the run-summary.json shape (see docs/SCHEMA.md)."""
+    images = acc["captions"] + acc["errors"]
+    billed = acc["captions"] - acc["deduplicated"]
+    cost = round(acc["cost_usd"], 8) if acc["cost_known"] else None
+    return {
+        "images": images,
+        "captions": acc["captions"],
+        "errors": acc["errors"],
+        "deduplicated": acc["deduplicated"],
+        "errors_by_code": dict(sorted(acc["errors_by_code"].items())),
+        "tokens": {
+            "prompt": acc["prompt_tokens"], "completion": acc["completion_tokens"],
+            "cached": acc["cached_tokens"], "reasoning": acc["reasoning_tokens"],
+            "total": acc["prompt_tokens"] + acc["completion_tokens"],
+            "estimated_prompt": acc["estimated_prompt_tokens"],
+        },
+        "cost_usd": cost,
+        "cost_per_1000_images_usd": (round(cost / acc["captions"] * 1000, 6)
+                                     if cost is not None and acc["captions"] else None),
+        "attempts": acc["attempts"],
+        "mean_latency_ms": round(acc["latency_ms_sum"] / billed, 1) if billed else None,
+        "first_row_at": acc["first"],
+        "last_row_at": acc["last"],
+    }
+
+
+def _write_summary(summary: dict[str, Any], output: str, run_info: dict[str, Any],
+                   caption_files: list[str], error_files: list[str]) -> str:
+    path = FileSystems.join(output, SUMMARY_NAME)
+    document = {**run_info, **summary,
+                "files": {"captions": sorted(_basename(f) for f in caption_files),
+                          "errors": sorted(_basename(f) for f in error_files)}}
+    with FileSystems.create(path, mime_type="application/json") as handle:
+        handle.write(json.dumps(document, indent=2, sort_keys=False).encode("utf-8"))
+    return path
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+class WriteCaptions(beam.PTransform):
+    """Writes caption rows and error rows as zstd Parquet, then the run summary."""
+
+    def __init__(self, output: str, run_info: dict[str, Any]) -> None:
+        super().__init__()
+        self._output = output
+        self._run_info = run_info
+
+    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        """`(captions, errors) | WriteCaptions(...)`; returns the summary path."""
+        captions, errors = pcolls
+        caption_files = captions | "WriteCaptionsParquet" >> beam.io.WriteToParquet(
+            FileSystems.join(self._output, "captions"), CAPTIONS_SCHEMA,
+            codec="zstd", file_name_suffix=".parquet")
+        error_files = errors | "WriteErrorsParquet" >> beam.io.WriteToParquet(
+            FileSystems.join(self._output, "errors"), ERRORS_SCHEMA,
+            codec="zstd", file_name_suffix=".parquet")
+        tagged = (
+            (captions | "TagCaptions" >> beam.Map(lambda row: ("caption", row)),
+             errors | "TagErrors" >> beam.Map(lambda row: ("error", row)))
+            | "AllRows" >> beam.Flatten())
+        summary = tagged | "Summarize" >> beam.CombineGlobally(SummaryFn())
+        return summary | "WriteSummary" >> beam.Map(
+            _write_summary, self._output, self._run_info,
+            beam.pvalue.AsList(caption_files), beam.pvalue.AsList(error_files))

@@ -1,0 +1,89 @@
+"""The CLI's contract: bad flags are one line and exit 2; help teaches; no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from beam_caption.cli import main
+from beam_caption.options import RUN_OPTIONS, unknown_beam_flags
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_help_documents_every_option_and_has_examples(capsys) -> None:
+    code, out, _ = run(["run", "--help"], capsys)
+    assert code == 0
+    for opt in RUN_OPTIONS:
+        assert opt.flag in out, opt.flag
+    assert "examples:" in out and "duckdb" in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["run", "--output", "x", "--max-side", "-3", "--input", "a"], "--max-side"),
+    (["run", "--output", "x", "--input", "a", "--detail", "ultra"], "--detail"),
+    (["run", "--input", "a"], "--output"),
+    (["run", "--output", "x"], "--input"),
+    (["run", "--output", "x", "--input", "a", "--no-such-flag", "1"], "--no-such-flag"),
+    (["run", "--output", "x", "--input", "a", "--model", "gpt-5.4-nano", "--temperature", "0.5"],
+     "temperature"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert fragment in lines[0]
+    assert "Traceback" not in err
+
+
+def test_a_glob_that_matches_nothing_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    code, _, err = run(["run", "--input", str(tmp_path / "*.jpg"), "--output",
+                        str(tmp_path / "out"), "--base-url", "http://127.0.0.1:9/v1"], capsys)
+    assert code == 2
+    assert "matched no files" in err
+
+
+def test_a_remote_endpoint_without_a_key_is_refused_before_any_work(tmp_path, capsys,
+                                                                      monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    code, _, err = run(["run", "--input", str(tmp_path / "*.jpg"), "--output",
+                        str(tmp_path / "out"), "--base-url", "https://api.example.invalid/v1"],
+                       capsys)
+    assert code == 2
+    assert "OPENAI_API_KEY" in err
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path, capsys) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "captions-00000-of-00001.parquet").write_bytes(b"old")
+    code, _, err = run(["run", "--input", str(tmp_path / "*.jpg"), "--output", str(out),
+                        "--base-url", "http://127.0.0.1:9/v1"], capsys)
+    assert code == 2
+    assert "--overwrite" in err
+
+
+def test_beam_flags_pass_through_and_unknown_ones_are_named() -> None:
+    flags = ["--runner", "DataflowRunner", "--project", "p", "--region=r",
+             "--direct_num_workers=2", "--temp_location", "gs://t/x", "--bogus=1"]
+    assert unknown_beam_flags(flags) == ["--bogus=1"]
+
+
+def test_python_m_beam_caption_works() -> None:
+    result = subprocess.run([sys.executable, "-m", "beam_caption", "--version"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("beam-caption ")
