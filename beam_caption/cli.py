@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog=getattr(module, "EPILOG", None),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sp)
+        # Also accepted after the subcommand, where users tend to put it.
+        sp.add_argument("--log-level", default=argparse.SUPPRESS, help="logging verbosity",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
         sp.set_defaults(_module=module)
     return parser
 

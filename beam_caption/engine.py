@@ -88,10 +88,11 @@ class AsyncEngine:
         self._api_key = api_key
         limits = config.limits
         self._concurrency = AdaptiveConcurrency(limits.concurrency)
-        self._requests = TokenBucket(limits.rpm_per_worker / 60.0,
-                                     max(1.0, limits.rpm_per_worker / 60.0))
+        # Tiny bursts: providers count limits over a sliding minute, and a bucket admits at most
+        # its capacity on top of its rate in any window, so pacing evenly is what stays under.
+        self._requests = TokenBucket(limits.rpm_per_worker / 60.0, 1.0)
         self._tokens = TokenBucket(limits.tpm_per_worker / 60.0,
-                                   max(1.0, limits.tpm_per_worker / 60.0))
+                                   max(1.0, limits.tpm_per_worker / 600.0))
         self._rng = random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Condition | None = None
