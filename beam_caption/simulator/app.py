@@ -1,0 +1,164 @@
+"""The aiohttp application: routes, the middleware every request passes, and /_sim/ control.
+
+The middleware checks the bearer key on /v1/*, turns ApiError (and aiohttp's own 404/405/413) into
+the OpenAI error shape, stamps x-request-id and the six x-ratelimit-* headers on every response,
+and counts and logs each request. /_sim/stats, /_sim/reset and /_sim/config are the test
+harness's side door: no key needed, but only loopback clients may use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from beam_caption.errors import ConfigError
+from beam_caption.simulator import batch, files
+from beam_caption.simulator.apierror import ApiError, bad_request, unauthorized
+from beam_caption.simulator.chat import RECORD, RequestRecord, chat_completions
+from beam_caption.simulator.config import SimulatorConfig, is_loopback_host
+from beam_caption.simulator.state import STATE, SimState
+from beam_caption.simulator.wire import json_response, read_json
+
+CHAT_PATH = "/v1/chat/completions"
+# Requests up to 64 MB: the API takes up to 50 MB of images per request, plus text.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _check_auth(request: web.Request, key: str | None) -> None:
+    if key is None:
+        return
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise ApiError(401, "You didn't provide an API key. You need to provide your API key in "
+                       "an Authorization header using Bearer auth (i.e. Authorization: Bearer "
+                       "YOUR_KEY).", outcome="unauthorized")
+    scheme, _, sent = header.partition(" ")
+    # Compare in constant time; the message never echoes what was sent.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(),
+                                                             key.encode()):
+        raise unauthorized("Incorrect API key provided. You can find your API key at "
+                           "https://platform.openai.com/account/api-keys.")
+
+
+def _from_http(request: web.Request, exc: web.HTTPException) -> ApiError:
+    if exc.status == 413:
+        return ApiError(413, "Request too large: the simulator accepts request bodies up to "
+                        f"{MAX_REQUEST_BYTES} bytes.", code="request_too_large")
+    if exc.status in (404, 405):
+        return ApiError(404, f"Invalid URL ({request.method} {request.path})",
+                        outcome="not_found")
+    return ApiError(exc.status, exc.reason or "Request failed.", outcome="bad_request")
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Auth, error shape, standard headers, ledger and log (see the module docstring)."""
+    state = request.app[STATE]
+    started = time.perf_counter()
+    record = request[RECORD] = RequestRecord()
+    try:
+        if request.path.startswith("/v1/"):
+            _check_auth(request, state.config.api_key)
+        elif request.path.startswith("/_sim/") and not is_loopback_host(request.remote or ""):
+            # The control door needs no key, so it only opens to this machine.
+            raise ApiError(403, "/_sim/ is reachable from loopback only.", code="forbidden")
+        response = await handler(request)
+    except ApiError as exc:
+        record.outcome = exc.outcome
+        response = json_response(exc.body(), exc.status, exc.headers)
+    except web.HTTPException as exc:
+        api = _from_http(request, exc)
+        record.outcome = api.outcome
+        response = json_response(api.body(), api.status)
+    except asyncio.CancelledError:
+        # The client hung up before the answer (e.g. its timeout fired): nothing is billed.
+        if record.outcome == "ok":
+            record.outcome = "timeout"
+        _account(state, request, record, None, started)
+        raise
+    headers = response.headers
+    headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
+    headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
+    headers.update(state.limiter.headers(time.monotonic()))
+    dropped = record.outcome in ("timeout", "disconnect")
+    _account(state, request, record, None if dropped else response.status, started)
+    return response
+
+
+def _account(state: SimState, request: web.Request, record: RequestRecord,
+             status: int | None, started: float) -> None:
+    if request.path == CHAT_PATH:
+        state.ledger.count(record.outcome)
+    if request.path.startswith("/v1/"):
+        state.log.write(request.path, status if status is not None else 0, record.outcome,
+                        record.model, record.body, record.usage,
+                        (time.perf_counter() - started) * 1000)
+
+
+async def sim_stats(request: web.Request) -> web.Response:
+    """GET /_sim/stats: the ledger."""
+    return json_response(request.app[STATE].ledger.snapshot())
+
+
+async def sim_reset(request: web.Request) -> web.Response:
+    """POST /_sim/reset: zero the ledger (rate-limit windows are left alone)."""
+    request.app[STATE].ledger.reset()
+    return json_response({"reset": True})
+
+
+async def sim_config(request: web.Request) -> web.Response:
+    """GET /_sim/config shows the config; POST applies runtime changes and shows the result."""
+    state = request.app[STATE]
+    if request.method == "POST":
+        changes = await read_json(request)
+        if not isinstance(changes, dict):
+            raise bad_request("expected a JSON object of option: value")
+        try:
+            state.update(changes)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise bad_request(str(exc)) from None
+    data = state.config.to_dict()
+    data["api_key"] = None if state.config.api_key is None else "***"  # never echo the key
+    return json_response(data)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models: the served model ids."""
+    return json_response({"object": "list", "data": [
+        {"id": m, "object": "model", "created": 0, "owned_by": "beam-caption-simulator"}
+        for m in sorted(request.app[STATE].models)]})
+
+
+def build_app(config: SimulatorConfig) -> web.Application:
+    """A ready-to-run application for `config` (prices are loaded here, once)."""
+    app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app[STATE] = SimState(config)
+    app[files.FILES] = files.FileStore()
+    app[batch.BATCHES] = batch.BatchStore()
+    app.router.add_post(CHAT_PATH, chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/files", files.upload)
+    app.router.add_get("/v1/files/{file_id}", files.retrieve)
+    app.router.add_get("/v1/files/{file_id}/content", files.content)
+    app.router.add_post("/v1/batches", batch.create)
+    app.router.add_get("/v1/batches", batch.list_batches)
+    app.router.add_get("/v1/batches/{batch_id}", batch.retrieve)
+    app.router.add_post("/v1/batches/{batch_id}/cancel", batch.cancel)
+    app.router.add_get("/_sim/stats", sim_stats)
+    app.router.add_post("/_sim/reset", sim_reset)
+    app.router.add_route("*", "/_sim/config", sim_config)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+async def _cleanup(app: web.Application) -> None:
+    for job in app[batch.BATCHES].jobs.values():
+        if job.task is not None:
+            job.task.cancel()
+    await app[STATE].close()
