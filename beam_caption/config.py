@@ -74,6 +74,9 @@ class CaptionConfig:
     price: ModelPrice | None = None
     dedupe: bool = True
     run_id: str = ""
+    max_cost_usd: float | None = None
+    progress_interval_s: float = 10.0
+    expected_images: int | None = None
     # Settings that change the image sent, hence the answer; part of the request key.
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
 
@@ -112,8 +115,8 @@ def _model_price(model: str, prices_path: str | None) -> ModelPrice | None:
     return load_prices(prices_path).get(model)
 
 
-def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | None = None
-                     ) -> RunConfig:
+def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | None = None,
+                     expected_images: int | None = None) -> RunConfig:
     """Validate the parsed flags once into a RunConfig; raises ConfigError on bad values."""
     if not args.input and not args.manifest:
         raise ConfigError("give at least one --input URI/glob or a --manifest file")
@@ -134,9 +137,14 @@ def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | 
     limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
                           workers=args.workers_hint or workers, max_attempts=args.max_attempts,
                           retry_deadline_s=args.retry_deadline)
-    caption = CaptionConfig(request=request, endpoint=endpoint, limits=limits,
-                            price=_model_price(args.model, args.prices), dedupe=args.dedupe,
-                            run_id=new_run_id(), prepare=prepare)
+    price = _model_price(args.model, args.prices)
+    if args.max_cost_usd and price is None:
+        raise ConfigError(f"--max-cost-usd needs a price for {args.model}: add it with --prices")
+    caption = CaptionConfig(request=request, endpoint=endpoint, limits=limits, price=price,
+                            dedupe=args.dedupe, run_id=new_run_id(), prepare=prepare,
+                            max_cost_usd=args.max_cost_usd or None,
+                            progress_interval_s=args.progress_interval,
+                            expected_images=expected_images)
     return RunConfig(inputs=tuple(args.input or ()), manifest=args.manifest,
                      output=args.output.rstrip("/"), overwrite=args.overwrite, prepare=prepare,
                      fetch=fetch, caption=caption, simulate=args.simulate)

@@ -19,11 +19,13 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import aiohttp
 
 from beam_caption import metrics as m
+from beam_caption.budget import SpendCap
 from beam_caption.client import (
     ApiError,
     AuthError,
@@ -31,6 +33,7 @@ from beam_caption.client import (
     ChatResult,
     QuotaExceeded,
     RateLimited,
+    Usage,
     as_api_error,
     build_request,
     is_retryable,
@@ -41,6 +44,7 @@ from beam_caption.images import PreparedImage
 from beam_caption.keys import resolve_api_key
 from beam_caption.limits import AdaptiveConcurrency, TokenBucket, backoff_delay
 from beam_caption.loop import LoopThread, get_loop_thread
+from beam_caption.progress import Progress
 
 _LOG = logging.getLogger(__name__)
 _DEDUPE_MEMORY = 100_000  # completed answers remembered per process for dedupe
@@ -93,6 +97,9 @@ class AsyncEngine:
         self._requests = TokenBucket(limits.rpm_per_worker / 60.0, 1.0)
         self._tokens = TokenBucket(limits.tpm_per_worker / 60.0,
                                    max(1.0, limits.tpm_per_worker / 600.0))
+        share = (config.max_cost_usd / limits.workers) if config.max_cost_usd else None
+        self.spend = SpendCap(share, config.price)
+        self.progress = Progress(config.progress_interval_s, config.expected_images)
         self._rng = random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Condition | None = None
@@ -144,7 +151,18 @@ class AsyncEngine:
     # -- submission ------------------------------------------------------------------------
     def submit(self, job: CaptionJob) -> concurrent.futures.Future[CaptionOutcome]:
         """Schedule `job` on the engine's loop; callable from any thread."""
-        return self._loop_thread.submit(self._run_deduplicated(job))
+        return self._loop_thread.submit(self._counted(job))
+
+    async def _counted(self, job: CaptionJob) -> CaptionOutcome:
+        outcome = await self._run_deduplicated(job)
+        result = outcome.result
+        if result is None:
+            self.progress.record(ok=False)
+        else:
+            billed = not outcome.deduplicated
+            self.progress.record(ok=True, tokens=result.usage.total_tokens if billed else 0,
+                                 cost_usd=self._cost_usd(result.usage) if billed else 0.0)
+        return outcome
 
     async def _run_deduplicated(self, job: CaptionJob) -> CaptionOutcome:
         if not self.config.dedupe:
@@ -152,7 +170,10 @@ class AsyncEngine:
         earlier = self._answers.get(job.request_key)
         if earlier is not None:
             self._answers.move_to_end(job.request_key)
-            outcome = await asyncio.shield(earlier)
+            try:
+                outcome = await asyncio.shield(earlier)
+            except asyncio.CancelledError:
+                return await self._run(job)
             if outcome.result is not None:
                 self.metrics.inc(m.DEDUPLICATED)
                 return replace(outcome, attempts=0, deduplicated=True)
@@ -164,8 +185,8 @@ class AsyncEngine:
             self._answers.popitem(last=False)
         try:
             outcome = await self._run(job)
-        except BaseException as exc:
-            future.set_exception(exc)
+        except BaseException:
+            future.cancel()  # copies waiting on it run on their own
             self._answers.pop(job.request_key, None)
             raise
         future.set_result(outcome)
@@ -214,41 +235,70 @@ class AsyncEngine:
         return delay
 
     async def _attempt(self, job: CaptionJob, body: str) -> tuple[ChatResult, float]:
-        """One request: take a slot, wait for the buckets, send, parse. Raises on failure."""
-        assert self._session is not None and self._slots is not None
+        """One request: take a slot, wait for the buckets and the budget, send, parse."""
         await self._acquire_slot()
         try:
-            cost = job.estimated_prompt_tokens + self.config.request.max_output_tokens
-            wait = max(self._requests.reserve(1), self._tokens.reserve(cost))
+            tokens = job.estimated_prompt_tokens + self.config.request.max_output_tokens
+            wait = max(self._requests.reserve(1), self._tokens.reserve(tokens))
             if wait > 0:
                 self.metrics.inc(m.THROTTLED_MS, int(wait * 1000))
                 await asyncio.sleep(wait)
+            worst_usd = self.spend.worst_case_usd(job.estimated_prompt_tokens,
+                                                  self.config.request.max_output_tokens)
+            if self._stop is None and not self.spend.try_reserve(worst_usd):
+                self.stop(StopReason("budget", "budget_exceeded", self._budget_message()))
             if self._stop is not None:
                 raise _Stopped()
-            self.metrics.inc(m.REQUESTS)
-            started = time.monotonic()
-            endpoint = self.config.endpoint
-            timeout = aiohttp.ClientTimeout(total=endpoint.request_timeout_s,
-                                            sock_connect=endpoint.connect_timeout_s)
-            async with self._session.post(endpoint.chat_completions_url, data=body,
-                                          timeout=timeout) as response:
-                payload = await response.read()
-                status, headers = response.status, response.headers
-            latency_ms = (time.monotonic() - started) * 1000
+            billed_usd = 0.0
             try:
-                result = parse_response(status, headers, payload)
-            except ApiError as exc:
-                self._apply_server_limits(exc.rate_limits)
-                if isinstance(exc, RateLimited):
-                    self.metrics.inc(m.RATE_LIMITED)
-                    self._concurrency.on_rate_limited(exc.retry_after)
-                raise
+                status, headers, payload, latency_ms = await self._send(body)
+                try:
+                    result = parse_response(status, headers, payload)
+                except ApiError as exc:
+                    billed_usd = self._cost_usd(exc.usage)
+                    self._on_api_error(exc)
+                    raise
+                billed_usd = self._cost_usd(result.usage)
+            finally:
+                self.spend.settle(worst_usd, billed_usd)
             self._apply_server_limits(result.rate_limits)
-            self._tokens.adjust(result.usage.total_tokens - cost)
+            self._tokens.adjust(result.usage.total_tokens - tokens)
             self.metrics.observe(m.LATENCY_MS, latency_ms)
             return result, latency_ms
         finally:
             await self._release_slot()
+
+    async def _send(self, body: str) -> tuple[int, Mapping[str, str], bytes, float]:
+        """POST `body`; the whole response is read inside `async with`, under a total timeout."""
+        assert self._session is not None
+        self.metrics.inc(m.REQUESTS)
+        endpoint = self.config.endpoint
+        timeout = aiohttp.ClientTimeout(total=endpoint.request_timeout_s,
+                                        sock_connect=endpoint.connect_timeout_s)
+        started = time.monotonic()
+        async with self._session.post(endpoint.chat_completions_url, data=body,
+                                      timeout=timeout) as response:
+            payload = await response.read()
+            status, headers = response.status, response.headers
+        return status, headers, payload, (time.monotonic() - started) * 1000
+
+    def _on_api_error(self, exc: ApiError) -> None:
+        self._apply_server_limits(exc.rate_limits)
+        if isinstance(exc, RateLimited) and not isinstance(exc, QuotaExceeded):
+            self.metrics.inc(m.RATE_LIMITED)
+            self._concurrency.on_rate_limited(exc.retry_after)
+
+    def _cost_usd(self, usage: Usage | None) -> float:
+        price = self.config.price
+        if usage is None or price is None:
+            return 0.0
+        return price.cost_usd(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+
+    def _budget_message(self) -> str:
+        share = self.spend.share_usd or 0.0
+        return (f"the spend cap --max-cost-usd {self.config.max_cost_usd:g} was reached (this "
+                f"worker process's share is ${share:.4f}, ${self.spend.spent_usd:.4f} spent); "
+                "run again with --resume to caption the rest")
 
     async def _acquire_slot(self) -> None:
         assert self._slots is not None

@@ -139,6 +139,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
            ENGINE, type=_non_negative_float, default=900.0, metavar="S"),
     Option("--dedupe", "send identical images (same bytes and settings) once per worker process "
            "and reuse the answer", ENGINE, action="bool", default=True),
+    Option("--max-cost-usd", "spend cap for the run in USD: each worker process stops sending "
+           "when its share (cap / expected processes) is spent; unsent images become "
+           "budget_exceeded error rows that --resume picks up (0 = no cap)", ENGINE,
+           type=_non_negative_float, default=0.0, metavar="USD"),
+    Option("--progress-interval", "seconds between progress log lines per worker process "
+           "(0 = none)", ENGINE, type=_non_negative_float, default=10.0, metavar="S"),
     Option("--prices", "a JSON price table that overrides or adds models (same shape as "
            "beam_caption/prices.json)", ENGINE, metavar="FILE"),
     # output

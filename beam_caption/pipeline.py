@@ -85,7 +85,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig) -> beam.PCollecti
     run_info = {"run_id": run_id, "model": config.caption.request.model,
                 "prompt": config.caption.request.prompt,
                 "base_url": config.caption.endpoint.base_url,
-                "max_side": config.prepare.max_side}
+                "max_side": config.prepare.max_side,
+                "max_cost_usd": config.caption.max_cost_usd}
     return (captioned.captions, errors) | "WriteCaptions" >> WriteCaptions(config.output, run_info)
 
 

@@ -22,7 +22,7 @@ from beam_caption.keys import resolve_api_key
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
 from beam_caption.outputs import prepare_output, print_preview, stop_message
 from beam_caption.sinks import SUMMARY_NAME
-from beam_caption.sources import check_inputs
+from beam_caption.sources import check_inputs, count_inputs
 
 _LOG = logging.getLogger("beam_caption.run")
 ACCEPTS_BEAM_OPTIONS = True
@@ -68,11 +68,12 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
                           "pipeline option; see beam-caption run --help)")
     options = pl.pipeline_options(beam_flags)
     local = pl.is_local(options)
+    check_inputs(list(args.input or ()), args.manifest)
+    expected = count_inputs(list(args.input or ()), args.manifest) if local else None
     with _endpoint(args) as base_url:
         config = build_run_config(args, workers=pl.expected_worker_processes(options),
-                                  base_url=base_url)
+                                  base_url=base_url, expected_images=expected)
         _check_key(config, local)
-        check_inputs(list(config.inputs), config.manifest)
         prepare_output(config.output, overwrite=config.overwrite)
         if config.caption.price is None:
             _LOG.warning("no price for model %s in the price table: cost columns will be null "

@@ -81,6 +81,7 @@ def summary_document(acc: dict[str, Any]) -> dict[str, Any]:
     images = acc["captions"] + acc["errors"]
     billed = acc["captions"] - acc["deduplicated"]
     cost = round(acc["cost_usd"], 8) if acc["cost_known"] else None
+    estimated, actual = acc["estimated_prompt_tokens"], acc["prompt_tokens"]
     return {
         "images": images,
         "captions": acc["captions"],
@@ -96,6 +97,11 @@ def summary_document(acc: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": cost,
         "cost_per_1000_images_usd": (round(cost / acc["captions"] * 1000, 6)
                                      if cost is not None and acc["captions"] else None),
+        "estimate": {
+            "prompt_tokens_estimated": estimated, "prompt_tokens_actual": actual,
+            "error_pct": round((estimated - actual) / actual * 100, 2) if actual else None,
+        },
+        "budget_exceeded": acc["errors_by_code"].get("budget_exceeded", 0),
         "attempts": acc["attempts"],
         "mean_latency_ms": round(acc["latency_ms_sum"] / billed, 1) if billed else None,
         "first_row_at": acc["first"],

@@ -64,6 +64,33 @@ def check_inputs(inputs: list[str], manifest: str | None) -> None:
         _check_manifest(manifest)
 
 
+def count_inputs(inputs: list[str], manifest: str | None, limit: int = 2_000_000) -> int | None:
+    """How many images the inputs name, for progress projections; None when unknown or too many.
+
+    Lists every local pattern (and reads a local manifest); remote listings and huge inputs are
+    not worth the launcher's time for a progress estimate.
+    """
+    total = 0
+    for raw in inputs:
+        if is_url(raw):
+            total += 1
+            continue
+        pattern = normalize_pattern(raw)
+        if _SCHEME.match(pattern):
+            return None
+        total += len(FileSystems.match([pattern], limits=[limit])[0].metadata_list)
+    if manifest:
+        path = normalize_pattern(manifest)
+        if _SCHEME.match(path):
+            return None
+        with contextlib.closing(read_manifest(path)) as refs:
+            for _ in refs:
+                total += 1
+                if total > limit:
+                    return None
+    return total if total <= limit else None
+
+
 def _check_manifest(manifest: str) -> None:
     """The manifest exists, has a known extension, a `uri` column and at least one row."""
     path = normalize_pattern(manifest)

@@ -83,3 +83,25 @@ def test_a_revoked_key_stops_the_run_early_with_one_clear_message(photos, tmp_pa
     errors = read_rows(out, "errors")
     assert len(errors) == 120 and {e["code"] for e in errors} == {"http_401"}
     assert read_rows(out, "captions") == []
+
+
+def test_spend_cap_stops_early_with_budget_rows_and_stays_under_cap(photos, tmp_path,
+                                                                      capsys) -> None:
+    cap = 0.001
+    with running_simulator(latency_ms=20) as sim:
+        out = tmp_path / "out"
+        code = run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(out),
+                       "--base-url", sim.base_url, "--max-cost-usd", str(cap), *IN_MEMORY)
+        stats = sim.stats()
+    assert code == 1
+    assert "spend cap" in capsys.readouterr().out
+    captions, errors = read_rows(out, "captions"), read_rows(out, "errors")
+    assert captions, "some images were captioned before the cap"
+    assert len(captions) + len(errors) == 120
+    assert {e["code"] for e in errors} == {"budget_exceeded"}
+    assert {e["stage"] for e in errors} == {"budget"}
+    billed = stats["cost_usd"]["realtime"]
+    assert billed <= cap
+    assert billed == pytest.approx(sum(r["cost_usd"] for r in captions))
+    summary = read_summary(out)
+    assert summary["budget_exceeded"] == len(errors) and summary["max_cost_usd"] == cap

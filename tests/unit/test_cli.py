@@ -35,8 +35,6 @@ def test_run_help_documents_every_option_and_has_examples(capsys) -> None:
     (["run", "--input", "a"], "--output"),
     (["run", "--output", "x"], "--input"),
     (["run", "--output", "x", "--input", "a", "--no-such-flag", "1"], "--no-such-flag"),
-    (["run", "--output", "x", "--input", "a", "--model", "gpt-5.4-nano", "--temperature", "0.5"],
-     "temperature"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
@@ -46,6 +44,19 @@ def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
     assert len(lines) == 1, err
     assert fragment in lines[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--model", "gpt-5.4-nano", "--temperature", "0.5"], "temperature"),
+    (["--model", "no-such-model", "--max-cost-usd", "1"], "--prices"),
+    (["--simulate", "--base-url", "http://127.0.0.1:9/v1"], "--simulate"),
+])
+def test_bad_combinations_are_one_line_and_exit_2(argv, fragment, tmp_path, capsys) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    code, _, err = run(["run", "--input", str(tmp_path / "*.jpg"), "--output",
+                        str(tmp_path / "out"), *argv], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
 
 
 def test_a_glob_that_matches_nothing_is_a_clear_error(tmp_path: Path, capsys) -> None:
