@@ -30,7 +30,7 @@ from beam_caption.engine import (
     find_engine,
     release_engine,
 )
-from beam_caption.fetch import FetchSettings, read_image_bytes
+from beam_caption.fetch import FetchSettings, close_fetchers, read_image_bytes
 from beam_caption.images import ImageError, PreparedImage, PrepareSettings, prepare_image
 from beam_caption.schema import error_row, utc_now
 from beam_caption.sources import ImageRef
@@ -89,6 +89,10 @@ class _PrepareImageDoFn(beam.DoFn):
             return
         self._prepared.inc()
         yield image
+
+    def teardown(self) -> None:
+        """Close this process's download sessions (re-created if another DoFn needs them)."""
+        close_fetchers()
 
     def _engine_stop(self) -> Any:
         if self._caption is None:
