@@ -4,7 +4,9 @@ Before a request is sent its worst-case cost (estimated prompt tokens at the inp
 full output cap at the output price) is reserved; when the answer arrives the reservation is
 replaced by the real cost. A request is refused when spent + reserved + its own worst case would
 pass the share, so the cap holds even with every slot in flight; the only overshoot left is an
-estimate that undercounts the prompt (measured within a few percent).
+estimate that undercounts the prompt (measured within a few percent). A request that does not fit
+while others are in flight waits for them to settle (they usually cost less than their worst
+case); only when nothing is in flight and it still does not fit is the share spent.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class SpendCap:
         self._lock = threading.Lock()
         self._spent = 0.0
         self._reserved = 0.0
+
+    @property
+    def reserved_usd(self) -> float:
+        """Dollars reserved by requests still in flight."""
+        return self._reserved
 
     @property
     def spent_usd(self) -> float:

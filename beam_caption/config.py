@@ -17,8 +17,10 @@ from beam_caption.client import RequestSettings
 from beam_caption.errors import ConfigError
 from beam_caption.fetch import FetchSettings
 from beam_caption.images import PrepareSettings
-from beam_caption.options import DEFAULT_BASE_URL
+from beam_caption.options import DEFAULT_BASE_URL, DEFAULT_PROMPT
 from beam_caption.pricing import ModelPrice, load_prices
+from beam_caption.secrets import secret_version_name
+from beam_caption.structured import StructuredSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class EndpointConfig:
     base_url: str
     api_key_env: str = "OPENAI_API_KEY"
     api_key_file: str | None = None
+    # A Secret Manager version name (not the key): read on the worker, see beam_caption.secrets.
+    api_key_secret: str | None = None
     request_timeout_s: float = 120.0
     connect_timeout_s: float = 10.0
 
@@ -77,6 +81,13 @@ class CaptionConfig:
     max_cost_usd: float | None = None
     progress_interval_s: float = 10.0
     expected_images: int | None = None
+    structured: StructuredSpec | None = None
+
+    def prompt_for(self, row_prompt: str | None) -> str | None:
+        """The prompt to send for an image whose manifest row has `row_prompt` (None: default)."""
+        if row_prompt is None:
+            return None
+        return row_prompt + (self.structured.prompt_suffix() if self.structured else "")
     # Settings that change the image sent, hence the answer; part of the request key.
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
 
@@ -97,6 +108,9 @@ class RunConfig:
     fetch: FetchSettings
     caption: CaptionConfig
     simulate: bool = False
+    resume: bool = False
+    skip_done_in: tuple[str, ...] = ()  # outputs whose captions' request_keys are not re-sent
+    prompt_column: str = "prompt"
 
 
 def new_run_id() -> str:
@@ -127,12 +141,19 @@ def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | 
                               max_pixels=args.max_pixels)
     fetch = FetchSettings(max_bytes=args.max_download_mb * 1024 * 1024,
                           timeout_s=args.download_timeout, allow_private=args.allow_private_urls)
+    if args.token_param == "max_tokens" and _is_reasoning_model(args.model, args.prices):
+        raise ConfigError(f"{args.model} rejects max_tokens; leave --token-param at its default")
+    structured = load_spec(args.schema, args.schema_mode) if args.schema else None
+    prompt = args.prompt or (structured.default_prompt if structured else None) or DEFAULT_PROMPT
     request = RequestSettings(
-        model=args.model, prompt=args.prompt, system_prompt=args.system_prompt,
-        detail=args.detail, max_output_tokens=args.max_output_tokens,
-        temperature=args.temperature, token_param=args.token_param)
+        model=args.model, prompt=prompt + (structured.prompt_suffix() if structured else ""),
+        system_prompt=args.system_prompt, detail=args.detail,
+        max_output_tokens=args.max_output_tokens, temperature=args.temperature,
+        token_param=args.token_param,
+        response_format=structured.response_format() if structured else None)
     endpoint = EndpointConfig(base_url=base_url or _resolve_base_url(args.base_url),
                               api_key_env=args.api_key_env, api_key_file=args.api_key_file,
+                              api_key_secret=_api_key_secret(args),
                               request_timeout_s=args.request_timeout or 120.0)
     limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
                           workers=args.workers_hint or workers, max_attempts=args.max_attempts,
@@ -144,10 +165,22 @@ def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | 
                             dedupe=args.dedupe, run_id=new_run_id(), prepare=prepare,
                             max_cost_usd=args.max_cost_usd or None,
                             progress_interval_s=args.progress_interval,
-                            expected_images=expected_images)
-    return RunConfig(inputs=tuple(args.input or ()), manifest=args.manifest,
-                     output=args.output.rstrip("/"), overwrite=args.overwrite, prepare=prepare,
-                     fetch=fetch, caption=caption, simulate=args.simulate)
+                            expected_images=expected_images, structured=structured)
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume keeps the output and --overwrite replaces it: choose one")
+    output = args.output.rstrip("/")
+    skip = tuple(d.rstrip("/") for d in (args.incremental or ()))
+    return RunConfig(inputs=tuple(args.input or ()), manifest=args.manifest, output=output,
+                     overwrite=args.overwrite, prepare=prepare, fetch=fetch, caption=caption,
+                     simulate=args.simulate, resume=args.resume,
+                     skip_done_in=((output,) if args.resume else ()) + skip,
+                     prompt_column=args.prompt_column)
+
+
+def _api_key_secret(args: argparse.Namespace) -> str | None:
+    """--api-key-secret checked and completed in the launcher, so a typo fails before the job."""
+    name = getattr(args, "api_key_secret", None)
+    return secret_version_name(name) if name else None
 
 
 def _is_reasoning_model(model: str, prices_path: str | None) -> bool:

@@ -102,7 +102,9 @@ class AsyncEngine:
         self.progress = Progress(config.progress_interval_s, config.expected_images)
         self._rng = random.Random()
         self._session: aiohttp.ClientSession | None = None
-        self._slots: asyncio.Condition | None = None
+        # asyncio primitives bind to the engine's loop on first use (Python >= 3.10).
+        self._slots = asyncio.Condition()
+        self._budget_settled = asyncio.Condition()
         self._in_flight = 0
         self._answers: OrderedDict[str, asyncio.Future[CaptionOutcome]] = OrderedDict()
         self._stop: StopReason | None = None
@@ -123,7 +125,6 @@ class AsyncEngine:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         self._session = aiohttp.ClientSession(connector=connector, headers=headers)
-        self._slots = asyncio.Condition()
 
     def open(self) -> None:
         """Create the session on the engine's loop (called once, from the registry)."""
@@ -243,12 +244,7 @@ class AsyncEngine:
             if wait > 0:
                 self.metrics.inc(m.THROTTLED_MS, int(wait * 1000))
                 await asyncio.sleep(wait)
-            worst_usd = self.spend.worst_case_usd(job.estimated_prompt_tokens,
-                                                  self.config.request.max_output_tokens)
-            if self._stop is None and not self.spend.try_reserve(worst_usd):
-                self.stop(StopReason("budget", "budget_exceeded", self._budget_message()))
-            if self._stop is not None:
-                raise _Stopped()
+            worst_usd = await self._reserve_budget(job)
             billed_usd = 0.0
             try:
                 status, headers, payload, latency_ms = await self._send(body)
@@ -261,12 +257,29 @@ class AsyncEngine:
                 billed_usd = self._cost_usd(result.usage)
             finally:
                 self.spend.settle(worst_usd, billed_usd)
+                async with self._budget_settled:
+                    self._budget_settled.notify_all()
             self._apply_server_limits(result.rate_limits)
             self._tokens.adjust(result.usage.total_tokens - tokens)
             self.metrics.observe(m.LATENCY_MS, latency_ms)
             return result, latency_ms
         finally:
             await self._release_slot()
+
+    async def _reserve_budget(self, job: CaptionJob) -> float:
+        """Reserve the job's worst-case cost, waiting for in-flight requests to settle if
+        needed; stops the engine when the share is spent. Returns the amount reserved."""
+        worst_usd = self.spend.worst_case_usd(job.estimated_prompt_tokens,
+                                              self.config.request.max_output_tokens)
+        while self._stop is None and not self.spend.try_reserve(worst_usd):
+            if self.spend.reserved_usd <= 0:
+                self.stop(StopReason("budget", "budget_exceeded", self._budget_message()))
+                break
+            async with self._budget_settled:
+                await self._budget_settled.wait()
+        if self._stop is not None:
+            raise _Stopped()
+        return worst_usd
 
     async def _send(self, body: str) -> tuple[int, Mapping[str, str], bytes, float]:
         """POST `body`; the whole response is read inside `async with`, under a total timeout."""
@@ -301,14 +314,12 @@ class AsyncEngine:
                 "run again with --resume to caption the rest")
 
     async def _acquire_slot(self) -> None:
-        assert self._slots is not None
         async with self._slots:
             await self._slots.wait_for(lambda: self._in_flight < self._concurrency.limit)
             self._in_flight += 1
             self.metrics.gauge(m.IN_FLIGHT, self._in_flight)
 
     async def _release_slot(self) -> None:
-        assert self._slots is not None
         async with self._slots:
             self._in_flight -= 1
             self.metrics.gauge(m.IN_FLIGHT, self._in_flight)
@@ -390,7 +401,8 @@ def acquire_engine(config: CaptionConfig) -> AsyncEngine:
     with _engines_lock:
         entry = _engines.get(key)
         if entry is None:
-            api_key = resolve_api_key(config.endpoint.api_key_env, config.endpoint.api_key_file)
+            api_key = resolve_api_key(config.endpoint.api_key_env, config.endpoint.api_key_file,
+                                      config.endpoint.api_key_secret)
             engine = AsyncEngine(config, get_loop_thread("engine"), api_key)
             engine.open()
             entry = (engine, 0)

@@ -83,6 +83,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "repeat the flag for more", INPUT, action="append", metavar="URI"),
     Option("--manifest", "a file listing images: .txt (one URI per line), or .csv/.jsonl/.parquet "
            "with a 'uri' column and optional 'id' and 'prompt' columns", INPUT, metavar="FILE"),
+    Option("--prompt-column", "manifest column (or JSON key) holding a per-image prompt that "
+           "replaces --prompt for that image", INPUT, default="prompt", metavar="NAME"),
     Option("--allow-private-urls", "let https:// inputs reach loopback, private and link-local "
            "addresses (refused by default: URL fetching is made on the user's behalf)", INPUT,
            action="store_true", default=False),
@@ -101,7 +103,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
            metavar="N"),
     # model and prompt
     Option("--model", "model name as the endpoint knows it", MODEL, default=DEFAULT_MODEL),
-    Option("--prompt", "the instruction sent with every image", MODEL, default=DEFAULT_PROMPT),
+    Option("--prompt", "the instruction sent with every image (default: "
+           f"'{DEFAULT_PROMPT}', or the built-in schema's own prompt with --schema NAME)", MODEL),
     Option("--system-prompt", "an optional system message", MODEL),
     Option("--detail", "image detail level sent to the API (low is cheapest on tile models)",
            MODEL, default="auto", choices=("auto", "low", "high")),
@@ -109,6 +112,13 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "bounds the cost of each caption", MODEL, type=_positive_int, default=60, metavar="N"),
     Option("--temperature", "sampling temperature (not sent unless given; reasoning models such "
            "as gpt-5* and o* accept only their default)", MODEL, type=_temperature),
+    Option("--schema", "structured answers: a JSON Schema file, or a built-in: tags, objects, "
+           "ocr, moderation, alt-text; its top-level properties become typed Parquet columns and "
+           "answers that do not validate become schema_mismatch error rows", MODEL,
+           metavar="FILE|NAME"),
+    Option("--schema-mode", "how --schema is requested: json_schema (response_format, strict) or "
+           "prompt (the schema in the prompt, for providers without json_schema support)", MODEL,
+           default="json_schema", choices=("json_schema", "prompt")),
     Option("--token-param", "name of the answer-cap parameter; old OpenAI-compatible servers may "
            "want max_tokens", MODEL, default="max_completion_tokens",
            choices=("max_completion_tokens", "max_tokens")),
@@ -119,6 +129,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "workers, never stored in options)", ENDPOINT, default="OPENAI_API_KEY", metavar="NAME"),
     Option("--api-key-file", "read the API key from this file instead (first line)", ENDPOINT,
            metavar="FILE"),
+    Option("--api-key-secret", "read the API key from Google Secret Manager on the workers: "
+           "projects/P/secrets/S/versions/V (use this on Dataflow; needs beam-caption[secrets])",
+           ENDPOINT, metavar="NAME"),
     Option("--simulate", "start the local simulator in this process and send every request to it "
            "(no key needed, captions are synthetic)", ENDPOINT, action="store_true", default=False),
     # request engine
@@ -152,6 +165,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "errors-*.parquet and run-summary.json", OUTPUT, metavar="DIR", required=True),
     Option("--overwrite", "replace the captions, errors and summary already in --output", OUTPUT,
            action="store_true", default=False),
+    Option("--resume", "keep what --output already holds and caption only images whose "
+           "request_key (image bytes + model + prompt + settings) has no captions row yet; "
+           "earlier error rows are replaced by this run's", OUTPUT, action="store_true",
+           default=False),
+    Option("--incremental", "skip images already captioned (same request_key) in this earlier "
+           "output; repeatable; for a growing library", OUTPUT, action="append", metavar="DIR"),
 )
 
 

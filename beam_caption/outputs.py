@@ -23,16 +23,34 @@ def existing_outputs(output: str) -> list[str]:
     return sorted(found)
 
 
-def prepare_output(output: str, *, overwrite: bool) -> None:
-    """Refuse a non-empty output unless `overwrite`; with it, delete the earlier run's files."""
+def prepare_output(output: str, *, overwrite: bool, resume: bool = False) -> tuple[str, ...]:
+    """Check `output` before a run; returns the earlier error files a resumed run replaces.
+
+    A non-empty output is refused unless `overwrite` (its files are deleted now) or `resume`
+    (its captions stay; its error files are replaced once the new run has written its own).
+    """
     earlier = existing_outputs(output)
     if not earlier:
-        return
+        return ()
+    if resume:
+        return tuple(p for p in earlier if _basename(p).startswith("errors-"))
     if not overwrite:
         raise ConfigError(f"--output {output} already holds {len(earlier)} output files; pass "
-                          "--overwrite to replace them")
+                          "--resume to caption only what is missing, or --overwrite to replace "
+                          "them")
     _LOG.info("deleting %d files of an earlier run in %s", len(earlier), output)
     FileSystems.delete(earlier)
+    return ()
+
+
+def has_captions(output: str) -> bool:
+    """True when `output` holds at least one captions-*.parquet file."""
+    pattern = FileSystems.join(output, "captions-*.parquet")
+    return bool(FileSystems.match([pattern], limits=[1])[0].metadata_list)
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def read_table(output: str, table: str) -> Any:

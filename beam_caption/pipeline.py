@@ -20,8 +20,11 @@ from apache_beam.options.pipeline_options import (
 )
 
 from beam_caption.config import RunConfig
+from beam_caption.resume import SkipDone
+from beam_caption.schema import captions_schema
 from beam_caption.sinks import WriteCaptions
 from beam_caption.sources import ExpandInputs
+from beam_caption.structured import arrow_fields
 from beam_caption.transforms import CaptionImages, PrepareImages
 
 LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "PrismRunner")
@@ -74,10 +77,19 @@ def expected_worker_processes(options: PipelineOptions) -> int:
     return machines * (int(match.group(1)) if match else 1)
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: RunConfig) -> beam.PCollection:
-    """Add the whole caption job to `pipeline`; returns the summary-path PCollection."""
+def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
+                   skip_done_in: tuple[str, ...] = (), supersede: tuple[str, ...] = ()
+                   ) -> beam.PCollection:
+    """Add the whole caption job to `pipeline`; returns the summary-path PCollection.
+
+    `skip_done_in`: outputs with captions whose request_keys are not sent again (resume).
+    `supersede`: earlier error files, deleted once this run's files are written.
+    """
     run_id = config.caption.run_id
-    refs = pipeline | "ExpandInputs" >> ExpandInputs(list(config.inputs), config.manifest)
+    refs = pipeline | "ExpandInputs" >> ExpandInputs(list(config.inputs), config.manifest,
+                                                     prompt_column=config.prompt_column)
+    if skip_done_in:
+        refs = refs | "SkipDone" >> SkipDone(skip_done_in, config.fetch, config.caption)
     prepared = refs | "PrepareImages" >> PrepareImages(config.prepare, config.fetch,
                                                        run_id=run_id, caption=config.caption)
     captioned = prepared.images | "CaptionImages" >> CaptionImages(config.caption)
@@ -87,7 +99,10 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig) -> beam.PCollecti
                 "base_url": config.caption.endpoint.base_url,
                 "max_side": config.prepare.max_side,
                 "max_cost_usd": config.caption.max_cost_usd}
-    return (captioned.captions, errors) | "WriteCaptions" >> WriteCaptions(config.output, run_info)
+    spec = config.caption.structured
+    schema = captions_schema(arrow_fields(spec.schema) if spec else None)
+    return (captioned.captions, errors) | "WriteCaptions" >> WriteCaptions(
+        config.output, run_info, schema=schema, supersede=supersede)
 
 
 def project_of(options: PipelineOptions) -> str | None:

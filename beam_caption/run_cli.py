@@ -20,7 +20,7 @@ from beam_caption.config import RunConfig, build_run_config
 from beam_caption.errors import ConfigError
 from beam_caption.keys import resolve_api_key
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
-from beam_caption.outputs import prepare_output, print_preview, stop_message
+from beam_caption.outputs import has_captions, prepare_output, print_preview, stop_message
 from beam_caption.sinks import SUMMARY_NAME
 from beam_caption.sources import check_inputs, count_inputs
 
@@ -74,18 +74,23 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
         config = build_run_config(args, workers=pl.expected_worker_processes(options),
                                   base_url=base_url, expected_images=expected)
         _check_key(config, local)
-        prepare_output(config.output, overwrite=config.overwrite)
+        for earlier in config.skip_done_in:
+            if earlier != config.output and not has_captions(earlier):
+                raise ConfigError(f"--incremental {earlier} holds no captions-*.parquet")
+        supersede = prepare_output(config.output, overwrite=config.overwrite,
+                                   resume=config.resume)
+        skip = tuple(d for d in config.skip_done_in if d != config.output or has_captions(d))
         if config.caption.price is None:
             _LOG.warning("no price for model %s in the price table: cost columns will be null "
                          "(add it with --prices FILE)", config.caption.request.model)
-        return _run(config, options, local)
+        return _run(config, options, local, skip, supersede)
 
 
 def _run(config: RunConfig, options: beam.options.pipeline_options.PipelineOptions,
-         local: bool) -> int:
+         local: bool, skip: tuple[str, ...], supersede: tuple[str, ...]) -> int:
     started = time.monotonic()
     p = beam.Pipeline(runner=pl.make_runner(options), options=options)
-    pl.build_pipeline(p, config)
+    pl.build_pipeline(p, config, skip_done_in=skip, supersede=supersede)
     _LOG.info("run %s: model %s, endpoint %s, output %s", config.caption.run_id,
               config.caption.request.model, config.caption.endpoint.base_url, config.output)
     result = p.run()

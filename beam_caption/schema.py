@@ -11,6 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from beam_caption.errors import ConfigError
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 CAPTIONS_SCHEMA = pa.schema([
@@ -50,6 +52,7 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("message", pa.string()),
     pa.field("attempts", pa.int32()),
     pa.field("request_key", pa.string()),
+    pa.field("cost_usd", pa.float64()),
     pa.field("run_id", pa.string()),
     pa.field("created_at", TIMESTAMP, nullable=False),
 ])
@@ -63,12 +66,23 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def captions_schema(extra: list[pa.Field] | None = None) -> pa.Schema:
+    """The captions schema, plus typed answer columns from --schema."""
+    if not extra:
+        return CAPTIONS_SCHEMA
+    clash = sorted(set(CAPTIONS_SCHEMA.names) & {f.name for f in extra})
+    if clash:
+        raise ConfigError(f"--schema properties {clash} collide with built-in caption columns; "
+                          "rename them")
+    return pa.schema(list(CAPTIONS_SCHEMA) + list(extra))
+
+
 def error_row(*, uri: str, stage: str, code: str, message: str, image_id: str | None = None,
-              attempts: int = 0, request_key: str | None = None, run_id: str | None = None
-              ) -> dict[str, Any]:
+              attempts: int = 0, request_key: str | None = None, run_id: str | None = None,
+              cost_usd: float | None = None) -> dict[str, Any]:
     """One errors-table row; `message` is truncated so one bad file cannot bloat the table."""
     if stage not in ERROR_STAGES:
         raise ValueError(f"unknown error stage {stage!r}")
     return {"uri": uri, "image_id": image_id, "stage": stage, "code": code,
             "message": message[:2000], "attempts": attempts, "request_key": request_key,
-            "run_id": run_id, "created_at": utc_now()}
+            "cost_usd": cost_usd, "run_id": run_id, "created_at": utc_now()}

@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
@@ -41,6 +42,7 @@ class SummaryFn(beam.CombineFn):
         if kind == "error":
             acc["errors"] += 1
             acc["errors_by_code"][row["code"]] += 1
+            acc["cost_usd"] += row.get("cost_usd") or 0.0  # billed answers that failed checks
             return acc
         acc["captions"] += 1
         if row["deduplicated"]:
@@ -120,6 +122,14 @@ def _write_summary(summary: dict[str, Any], output: str, run_info: dict[str, Any
     return path
 
 
+def _delete_files(summary_path: str, paths: tuple[str, ...]) -> str:
+    """Delete earlier error files that this run's errors table replaces; keep going if gone."""
+    existing = [p for p in paths if FileSystems.exists(p)]
+    if existing:
+        FileSystems.delete(existing)
+    return summary_path
+
+
 def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
@@ -127,25 +137,34 @@ def _basename(path: str) -> str:
 class WriteCaptions(beam.PTransform):
     """Writes caption rows and error rows as zstd Parquet, then the run summary."""
 
-    def __init__(self, output: str, run_info: dict[str, Any]) -> None:
+    def __init__(self, output: str, run_info: dict[str, Any], *,
+                 schema: pa.Schema = CAPTIONS_SCHEMA, supersede: tuple[str, ...] = ()) -> None:
         super().__init__()
         self._output = output
         self._run_info = run_info
+        self._schema = schema
+        self._supersede = supersede
 
     def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
         """`(captions, errors) | WriteCaptions(...)`; returns the summary path."""
         captions, errors = pcolls
+        # Shard names carry the run id, so a resumed run adds files beside the earlier ones and
+        # a glob over captions-*.parquet still reads one table.
+        run_id = self._run_info["run_id"]
         caption_files = captions | "WriteCaptionsParquet" >> beam.io.WriteToParquet(
-            FileSystems.join(self._output, "captions"), CAPTIONS_SCHEMA,
+            FileSystems.join(self._output, f"captions-{run_id}"), self._schema,
             codec="zstd", file_name_suffix=".parquet")
         error_files = errors | "WriteErrorsParquet" >> beam.io.WriteToParquet(
-            FileSystems.join(self._output, "errors"), ERRORS_SCHEMA,
+            FileSystems.join(self._output, f"errors-{run_id}"), ERRORS_SCHEMA,
             codec="zstd", file_name_suffix=".parquet")
         tagged = (
             (captions | "TagCaptions" >> beam.Map(lambda row: ("caption", row)),
              errors | "TagErrors" >> beam.Map(lambda row: ("error", row)))
             | "AllRows" >> beam.Flatten())
         summary = tagged | "Summarize" >> beam.CombineGlobally(SummaryFn())
-        return summary | "WriteSummary" >> beam.Map(
+        written = summary | "WriteSummary" >> beam.Map(
             _write_summary, self._output, self._run_info,
             beam.pvalue.AsList(caption_files), beam.pvalue.AsList(error_files))
+        if not self._supersede:
+            return written
+        return written | "DropSupersededErrors" >> beam.Map(_delete_files, self._supersede)

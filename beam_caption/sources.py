@@ -133,14 +133,16 @@ def manifest_format(path: str) -> str:
     return extension
 
 
-def read_manifest(path: str) -> Iterator[ImageRef]:
+def read_manifest(path: str, prompt_column: str = "prompt") -> Iterator[ImageRef]:
     """Stream the ImageRefs a manifest lists; relative paths resolve against its directory.
+
+    `prompt_column` names the column (or JSON key) holding a per-row prompt, if any.
 
     Rows with an empty uri are skipped (counted in the manifest_rows_without_uri metric).
     """
     readers = {".txt": _txt_rows, ".csv": _csv_rows, ".jsonl": _jsonl_rows, ".parquet": _pq_rows}
     base = FileSystems.split(path)[0]
-    for uri, source_id, prompt in readers[manifest_format(path)](path):
+    for uri, source_id, prompt in readers[manifest_format(path)](path, prompt_column):
         uri = (uri or "").strip()
         if not uri:
             _rows_without_uri.inc()
@@ -157,7 +159,7 @@ def _open_text(path: str) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
-def _txt_rows(path: str) -> Iterator[Row]:
+def _txt_rows(path: str, prompt_column: str) -> Iterator[Row]:
     """One URI per line; blank lines and #-comments skipped."""
     with _open_text(path) as lines:
         for line in lines:
@@ -166,17 +168,17 @@ def _txt_rows(path: str) -> Iterator[Row]:
                 yield uri, None, None
 
 
-def _csv_rows(path: str) -> Iterator[Row]:
+def _csv_rows(path: str, prompt_column: str) -> Iterator[Row]:
     """A CSV with a header row containing `uri` (and optionally `id`, `prompt`)."""
     with _open_text(path) as text:
         reader = csv.DictReader(text)
         if "uri" not in (reader.fieldnames or []):
             raise ConfigError(f"manifest {path!r} has no 'uri' column in its header")
         for row in reader:
-            yield row.get("uri"), _text(row.get("id")), row.get("prompt")
+            yield row.get("uri"), _text(row.get("id")), row.get(prompt_column)
 
 
-def _jsonl_rows(path: str) -> Iterator[Row]:
+def _jsonl_rows(path: str, prompt_column: str) -> Iterator[Row]:
     """One JSON object per line with a `uri` key (and optionally `id`, `prompt`)."""
     with _open_text(path) as lines:
         for number, line in enumerate(lines, start=1):
@@ -188,20 +190,20 @@ def _jsonl_rows(path: str) -> Iterator[Row]:
                 raise ConfigError(f"manifest {path!r} line {number} is not valid JSON") from exc
             if not isinstance(row, dict) or "uri" not in row:
                 raise ConfigError(f"manifest {path!r} line {number} has no 'uri' key")
-            yield _text(row.get("uri")), _text(row.get("id")), _text(row.get("prompt"))
+            yield _text(row.get("uri")), _text(row.get("id")), _text(row.get(prompt_column))
 
 
-def _pq_rows(path: str) -> Iterator[Row]:
+def _pq_rows(path: str, prompt_column: str) -> Iterator[Row]:
     """A Parquet file with a `uri` column, read in record batches (never whole)."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         parquet = pq.ParquetFile(handle)
         names = parquet.schema_arrow.names
         if "uri" not in names:
             raise ConfigError(f"manifest {path!r} has no 'uri' column")
-        columns = [name for name in ("uri", "id", "prompt") if name in names]
+        columns = [name for name in ("uri", "id", prompt_column) if name in names]
         for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
             for row in batch.to_pylist():
-                yield _text(row.get("uri")), _text(row.get("id")), _text(row.get("prompt"))
+                yield _text(row.get("uri")), _text(row.get("id")), _text(row.get(prompt_column))
 
 
 def _text(value: object) -> str | None:
@@ -236,8 +238,10 @@ class ExpandInputs(beam.PTransform):
     a runner spreads the images over workers instead of keeping them where they were listed.
     """
 
-    def __init__(self, inputs: Iterable[str], manifest: str | None = None) -> None:
+    def __init__(self, inputs: Iterable[str], manifest: str | None = None, *,
+                 prompt_column: str = "prompt") -> None:
         super().__init__()
+        self._prompt_column = prompt_column
         inputs = list(inputs)
         if not inputs and not manifest:
             raise ConfigError("no input: give --input PATTERN (repeatable) or --manifest FILE")
@@ -263,7 +267,7 @@ class ExpandInputs(beam.PTransform):
             branches.append(
                 pbegin
                 | "Manifest" >> beam.Create([self._manifest])
-                | "ReadManifest" >> beam.FlatMap(read_manifest)
+                | "ReadManifest" >> beam.FlatMap(read_manifest, self._prompt_column)
             )
         merged = tuple(branches) | "Merge" >> beam.Flatten()
         return merged | "Reshuffle" >> beam.Reshuffle()

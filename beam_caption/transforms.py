@@ -34,6 +34,7 @@ from beam_caption.fetch import FetchSettings, close_fetchers, read_image_bytes
 from beam_caption.images import ImageError, PreparedImage, PrepareSettings, prepare_image
 from beam_caption.schema import error_row, utc_now
 from beam_caption.sources import ImageRef
+from beam_caption.structured import SchemaMismatch, parse_answer
 
 _LOG = logging.getLogger(__name__)
 ERRORS = "errors"
@@ -124,7 +125,7 @@ def request_params(config: CaptionConfig, prompt: str | None) -> dict[str, Any]:
 def estimate_prompt_tokens(config: CaptionConfig, image: PreparedImage) -> int:
     """Prompt tokens this image's request should cost, by the published rules."""
     req = config.request
-    texts = [t for t in (req.system_prompt, image.prompt or req.prompt) if t]
+    texts = [t for t in (req.system_prompt, config.prompt_for(image.prompt) or req.prompt) if t]
     rule = config.price.image_tokens if config.price else None
     return tokens.prompt_tokens(rule, texts, len(texts), [(image.sent_width, image.sent_height)],
                                 req.detail)
@@ -152,7 +153,7 @@ class _CaptionDoFn(beam.DoFn):
     def process(self, image: PreparedImage) -> Iterator[Any]:
         """Submit one image; yield the rows of whatever has completed meanwhile."""
         assert self._engine is not None
-        prompt = image.prompt
+        prompt = self._config.prompt_for(image.prompt)
         job = CaptionJob(image=image,
                          request_key=request_key(image.image_id, request_params(self._config,
                                                                                 prompt)),
@@ -207,15 +208,32 @@ class _CaptionDoFn(beam.DoFn):
             error = outcome.error
             code = error.row_code if isinstance(error, ApiError) else "internal_error"
             stage = "response" if code in ("content_filter", "bad_response") else "request"
-            return self._error(job, stage, code, str(error), outcome.attempts)
-        return caption_row(self._config, job, outcome, run_id)
+            usage = getattr(error, "usage", None)
+            cost = _cost(self._config, usage) if usage is not None else None
+            return self._error(job, stage, code, str(error), outcome.attempts, cost)
+        row = caption_row(self._config, job, outcome, run_id)
+        spec = self._config.structured
+        if spec is not None:
+            try:
+                row.update(parse_answer(row["caption"] or "", spec))
+            except SchemaMismatch as exc:
+                return self._error(job, "response", "schema_mismatch", str(exc),
+                                   outcome.attempts, row["cost_usd"])
+        return row
 
-    def _error(self, job: CaptionJob, stage: str, code: str, message: str, attempts: int) -> Any:
+    def _error(self, job: CaptionJob, stage: str, code: str, message: str, attempts: int,
+               cost_usd: float | None = None) -> Any:
         beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_FAILED).inc()
         return TaggedOutput(ERRORS, error_row(
             uri=job.image.uri, image_id=job.image.image_id, stage=stage, code=code,
             message=message, attempts=attempts, request_key=job.request_key,
-            run_id=self._config.run_id))
+            run_id=self._config.run_id, cost_usd=cost_usd))
+
+
+def _cost(config: CaptionConfig, usage: Any) -> float | None:
+    if config.price is None:
+        return None
+    return config.price.cost_usd(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
 
 def caption_row(config: CaptionConfig, job: CaptionJob, outcome: CaptionOutcome,
@@ -224,10 +242,9 @@ def caption_row(config: CaptionConfig, job: CaptionJob, outcome: CaptionOutcome,
     result, image = outcome.result, job.image
     assert result is not None
     usage = result.usage
-    cost = None
-    if config.price is not None:
-        cost = 0.0 if outcome.deduplicated else config.price.cost_usd(
-            usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    cost = _cost(config, usage)
+    if cost is not None and outcome.deduplicated:
+        cost = 0.0
     beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_CAPTIONED).inc()
     if cost:
         beam.metrics.Metrics.counter(m.NAMESPACE, m.COST_MICRO_USD).inc(round(cost * 1e6))
