@@ -22,6 +22,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("beam_caption.run_cli", "caption images into Parquet (the main job)"),
     "estimate": ("beam_caption.estimate_cli", "count tokens and dollars before spending anything"),
     "simulate": ("beam_caption.simulator.cli", "start the local OpenAI-compatible simulator"),
+    "report": ("beam_caption.report_cli", "totals, report.json and an HTML gallery of an output"),
+    "template-metadata": ("beam_caption.template",
+                          "write the Dataflow Flex Template's metadata.json from the run options"),
 }
 
 EPILOG = """examples:
@@ -81,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level != "DEBUG":
         # Beam's INFO lines (type-hint conversions, state caches, shard renames) drown ours.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        # Local worker processes relay their start-up warnings through this logger.
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+            logging.ERROR)
     if args.command is None:
         parser.print_help()
         return 2

@@ -19,6 +19,7 @@ from beam_caption.fetch import FetchSettings
 from beam_caption.images import PrepareSettings
 from beam_caption.options import DEFAULT_BASE_URL, DEFAULT_PROMPT
 from beam_caption.pricing import ModelPrice, load_prices
+from beam_caption.progress import ProgressSettings
 from beam_caption.secrets import secret_version_name
 from beam_caption.structured import StructuredSpec, load_spec
 
@@ -82,6 +83,12 @@ class CaptionConfig:
     progress_interval_s: float = 10.0
     expected_images: int | None = None
     structured: StructuredSpec | None = None
+    progress_dir: str | None = None  # local runs: where workers leave progress snapshots
+
+    @property
+    def progress_settings(self) -> ProgressSettings:
+        """How workers report progress."""
+        return ProgressSettings(self.progress_interval_s, self.expected_images, self.progress_dir)
 
     def prompt_for(self, row_prompt: str | None) -> str | None:
         """The prompt to send for an image whose manifest row has `row_prompt` (None: default)."""
@@ -130,7 +137,8 @@ def _model_price(model: str, prices_path: str | None) -> ModelPrice | None:
 
 
 def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | None = None,
-                     expected_images: int | None = None) -> RunConfig:
+                     expected_images: int | None = None, progress_dir: str | None = None
+                     ) -> RunConfig:
     """Validate the parsed flags once into a RunConfig; raises ConfigError on bad values."""
     if not args.input and not args.manifest:
         raise ConfigError("give at least one --input URI/glob or a --manifest file")
@@ -164,8 +172,10 @@ def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | 
     caption = CaptionConfig(request=request, endpoint=endpoint, limits=limits, price=price,
                             dedupe=args.dedupe, run_id=new_run_id(), prepare=prepare,
                             max_cost_usd=args.max_cost_usd or None,
-                            progress_interval_s=args.progress_interval,
-                            expected_images=expected_images, structured=structured)
+                            # Local runs show one live total instead of a line per worker.
+                            progress_interval_s=0.0 if progress_dir else args.progress_interval,
+                            expected_images=expected_images, structured=structured,
+                            progress_dir=progress_dir)
     if args.resume and args.overwrite:
         raise ConfigError("--resume keeps the output and --overwrite replaces it: choose one")
     output = args.output.rstrip("/")

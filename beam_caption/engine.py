@@ -44,7 +44,7 @@ from beam_caption.images import PreparedImage
 from beam_caption.keys import resolve_api_key
 from beam_caption.limits import AdaptiveConcurrency, TokenBucket, backoff_delay
 from beam_caption.loop import LoopThread, get_loop_thread
-from beam_caption.progress import Progress
+from beam_caption.progress import process_progress
 
 _LOG = logging.getLogger(__name__)
 _DEDUPE_MEMORY = 100_000  # completed answers remembered per process for dedupe
@@ -99,7 +99,7 @@ class AsyncEngine:
                                    max(1.0, limits.tpm_per_worker / 600.0))
         share = (config.max_cost_usd / limits.workers) if config.max_cost_usd else None
         self.spend = SpendCap(share, config.price)
-        self.progress = Progress(config.progress_interval_s, config.expected_images)
+        self.progress = process_progress(config.progress_settings)
         self._rng = random.Random()
         self._session: aiohttp.ClientSession | None = None
         # asyncio primitives bind to the engine's loop on first use (Python >= 3.10).

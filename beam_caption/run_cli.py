@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from beam_caption import pipeline as pl
 from beam_caption.config import RunConfig, build_run_config
 from beam_caption.errors import ConfigError
 from beam_caption.keys import resolve_api_key
+from beam_caption.live import LiveProgress
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
 from beam_caption.outputs import has_captions, prepare_output, print_preview, stop_message
 from beam_caption.sinks import SUMMARY_NAME
@@ -70,9 +72,11 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     local = pl.is_local(options)
     check_inputs(list(args.input or ()), args.manifest)
     expected = count_inputs(list(args.input or ()), args.manifest) if local else None
-    with _endpoint(args) as base_url:
+    with _endpoint(args) as base_url, tempfile.TemporaryDirectory(
+            prefix="beam-caption-progress-") as progress_dir:
         config = build_run_config(args, workers=pl.expected_worker_processes(options),
-                                  base_url=base_url, expected_images=expected)
+                                  base_url=base_url, expected_images=expected,
+                                  progress_dir=progress_dir if local else None)
         _check_key(config, local)
         for earlier in config.skip_done_in:
             if earlier != config.output and not has_captions(earlier):
@@ -83,21 +87,24 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
         if config.caption.price is None:
             _LOG.warning("no price for model %s in the price table: cost columns will be null "
                          "(add it with --prices FILE)", config.caption.request.model)
-        return _run(config, options, local, skip, supersede)
+        live = LiveProgress(progress_dir, expected, args.progress_interval) if local else None
+        return _run(config, options, live, skip, supersede)
 
 
 def _run(config: RunConfig, options: beam.options.pipeline_options.PipelineOptions,
-         local: bool, skip: tuple[str, ...], supersede: tuple[str, ...]) -> int:
+         live: LiveProgress | None, skip: tuple[str, ...], supersede: tuple[str, ...]) -> int:
     started = time.monotonic()
     p = beam.Pipeline(runner=pl.make_runner(options), options=options)
     pl.build_pipeline(p, config, skip_done_in=skip, supersede=supersede)
     _LOG.info("run %s: model %s, endpoint %s, output %s", config.caption.run_id,
               config.caption.request.model, config.caption.endpoint.base_url, config.output)
-    result = p.run()
-    if not local:
+    if live is None:
+        p.run()  # a remote runner: the launcher starts the job and returns
         _LOG.info("job submitted; follow it in the runner's console")
         return 0
-    result.wait_until_finish()
+    with live:
+        result = p.run()
+        result.wait_until_finish()
     counters = _beam_counters(result)
     summary = _augment_summary(config.output, counters, time.monotonic() - started)
     print_preview(config.output, summary)

@@ -32,6 +32,7 @@ from beam_caption.engine import (
 )
 from beam_caption.fetch import FetchSettings, close_fetchers, read_image_bytes
 from beam_caption.images import ImageError, PreparedImage, PrepareSettings, prepare_image
+from beam_caption.progress import process_progress
 from beam_caption.schema import error_row, utc_now
 from beam_caption.sources import ImageRef
 from beam_caption.structured import SchemaMismatch, parse_answer
@@ -70,6 +71,7 @@ class _PrepareImageDoFn(beam.DoFn):
         stopped = self._engine_stop()
         if stopped is not None:
             # The engine in this process stopped sending: preparing would only burn CPU and I/O.
+            self._count_failure()
             yield TaggedOutput(ERRORS, error_row(uri=ref.uri, stage=stopped.stage,
                                                  code=stopped.code, run_id=self._run_id,
                                                  message=f"not sent: {stopped.message}"))
@@ -79,11 +81,13 @@ class _PrepareImageDoFn(beam.DoFn):
             image = prepare_image(ref.uri, data, self._prepare, source_id=ref.source_id,
                                   prompt=ref.prompt)
         except ImageError as exc:
+            self._count_failure()
             yield TaggedOutput(ERRORS, error_row(uri=ref.uri, stage=exc.stage, code=exc.code,
                                                  message=exc.message, run_id=self._run_id))
             return
         except Exception as exc:
             _LOG.exception("unexpected failure preparing %s", ref.uri)
+            self._count_failure()
             yield TaggedOutput(ERRORS, error_row(uri=ref.uri, stage="internal",
                                                  code="internal_error", run_id=self._run_id,
                                                  message=f"{type(exc).__name__}: {exc}"))
@@ -94,6 +98,10 @@ class _PrepareImageDoFn(beam.DoFn):
     def teardown(self) -> None:
         """Close this process's download sessions (re-created if another DoFn needs them)."""
         close_fetchers()
+
+    def _count_failure(self) -> None:
+        if self._caption is not None:
+            process_progress(self._caption.progress_settings).record(ok=False)
 
     def _engine_stop(self) -> Any:
         if self._caption is None:
@@ -166,6 +174,8 @@ class _CaptionDoFn(beam.DoFn):
     def finish_bundle(self) -> Iterator[Any]:
         """Wait for every request of the bundle: a bundle never ends with requests in flight."""
         concurrent.futures.wait([f for f, _ in self._pending])
+        assert self._engine is not None
+        self._engine.progress.flush()
         at_end = GlobalWindows.windowed_value_at_end_of_window
         for row in self._completed(block=False):
             if isinstance(row, TaggedOutput):

@@ -52,3 +52,20 @@ def test_progress_logs_at_most_once_per_interval_and_projects_cost(caplog) -> No
     assert "6 images done (1 errors)" in line and "$0.0050 so far" in line
     assert "projected $0.83 for all 1000 images" in line
     assert "0.5 images/s" in line
+
+
+def test_snapshots_add_up_across_workers(tmp_path) -> None:
+    from beam_caption.live import describe, read_snapshots
+
+    now = [0.0]
+    first = Progress(0, snapshot_dir=str(tmp_path), clock=lambda: now[0])
+    first.record(ok=True, tokens=10, cost_usd=0.5)
+    first.record(ok=False)
+    first.flush()
+    (tmp_path / "progress-99999.json").write_text(
+        '{"done": 3, "errors": 0, "tokens": 30, "cost_usd": 1.5}')
+    (tmp_path / "progress-12345.json.tmp").write_text("{half a fi")
+    totals = read_snapshots(str(tmp_path))
+    assert totals == {"done": 5, "errors": 1, "tokens": 40, "cost_usd": 2.0}
+    line = describe(totals, expected=10, elapsed_s=5.0)
+    assert line == "5/10 images, 1.0/s, 1 errors, 40 tokens, $2.0000, ETA 0m05s"
