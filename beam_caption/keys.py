@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from beam_caption.errors import ConfigError
+from beam_caption.secrets import fetch_secret
 
 _REDACTED = "[REDACTED]"
 _installed: set[str] = set()
@@ -48,9 +49,13 @@ def redact_in_logs(secret: str) -> None:
             handler.addFilter(RedactingFilter(secret))
 
 
-def resolve_api_key(env_name: str, key_file: str | None) -> str | None:
-    """The API key from `key_file` (first line) if given, else from the environment; or None."""
-    if key_file:
+def resolve_api_key(env_name: str, key_file: str | None,
+                    secret_name: str | None = None) -> str | None:
+    """The API key from Secret Manager if `secret_name` is given, else from `key_file` (first
+    line), else from the environment; or None. Secrets are cached per process (secrets.py)."""
+    if secret_name:
+        key = fetch_secret(secret_name)
+    elif key_file:
         path = Path(key_file).expanduser()
         try:
             text = path.read_text(encoding="utf-8")

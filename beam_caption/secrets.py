@@ -1,0 +1,123 @@
+"""The API key from Google Secret Manager, fetched on the worker and cached per process.
+
+On Dataflow the key must not be a pipeline option (the console shows every option) nor an
+environment variable (workers do not inherit the launcher's). `--api-key-secret` names a secret
+version; each worker process reads it once, in DoFn.setup via keys.resolve_api_key, with the
+worker's service account (it needs roles/secretmanager.secretAccessor on the secret).
+
+google-cloud-secret-manager is imported only here and only when a secret is asked for (the
+`secrets` extra; apache-beam[gcp] also brings it). Tests replace the client through
+`use_client_factory`, the one seam. Error messages name the secret, never its value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from beam_caption.errors import ConfigError
+
+# projects/P/secrets/S/versions/V; the version may be omitted (means "latest").
+SECRET_NAME_PATTERN = r"^projects/[^/\s]+/secrets/[^/\s]+(/versions/[^/\s]+)?$"
+_SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
+_TIMEOUT_S = 30.0
+
+
+class SecretClient(Protocol):
+    """The part of secretmanager.SecretManagerServiceClient this module uses."""
+
+    def access_secret_version(self, request: dict[str, str], timeout: float) -> Any:
+        """Return an AccessSecretVersionResponse (`.payload.data` holds the bytes)."""
+
+
+ClientFactory = Callable[[], SecretClient]
+
+_cache: dict[str, str] = {}
+_lock = threading.Lock()
+_factory: ClientFactory | None = None
+
+
+def secret_version_name(name: str) -> str:
+    """`name` as a full version resource name; raises ConfigError when malformed."""
+    name = name.strip()
+    if not _SECRET_NAME.match(name):
+        raise ConfigError(f"--api-key-secret must look like projects/PROJECT/secrets/NAME"
+                          f"/versions/VERSION, got {name!r}")
+    return name if "/versions/" in name else name + "/versions/latest"
+
+
+def fetch_secret(name: str) -> str:
+    """The secret's text (stripped), read once per process and then served from memory.
+
+    Raises ConfigError, with a message safe to show, when the secret is missing, forbidden,
+    empty or the client library is not installed. Failures are not cached.
+    """
+    version = secret_version_name(name)
+    # One lock for fetch and cache: DoFn instances set up on many threads at once should
+    # cause one Secret Manager call per process, not one per thread.
+    with _lock:
+        cached = _cache.get(version)
+        if cached is not None:
+            return cached
+        value = _read(version)
+        _cache[version] = value
+        return value
+
+
+def _read(version: str) -> str:
+    client = (_factory or _default_client)()
+    try:
+        response = client.access_secret_version(request={"name": version}, timeout=_TIMEOUT_S)
+    except Exception as exc:  # google.api_core errors; mapped to one safe line
+        raise ConfigError(_describe_failure(version, exc)) from None
+    try:
+        text = bytes(response.payload.data).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"secret {version} is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(f"secret {version} is empty")
+    return text
+
+
+def _describe_failure(version: str, exc: Exception) -> str:
+    """One line about a failed access: the kind of failure, never the server's full text."""
+    kind = type(exc).__name__
+    if kind == "NotFound":
+        return f"secret {version} not found (check the project, name and version)"
+    if kind in ("PermissionDenied", "Forbidden"):
+        return (f"no permission to read secret {version}: grant the Dataflow worker service "
+                "account roles/secretmanager.secretAccessor on it")
+    if kind in ("Unauthenticated", "DefaultCredentialsError", "RefreshError"):
+        return f"cannot read secret {version}: no Google Cloud credentials ({kind})"
+    return f"cannot read secret {version} ({kind})"
+
+
+def _default_client() -> SecretClient:
+    try:
+        from google.cloud import secretmanager
+    except ImportError:
+        raise ConfigError("--api-key-secret needs google-cloud-secret-manager: "
+                          "pip install 'beam-caption[secrets]'") from None
+    return secretmanager.SecretManagerServiceClient()
+
+
+@contextlib.contextmanager
+def use_client_factory(factory: ClientFactory) -> Iterator[None]:
+    """Within the block, build Secret Manager clients with `factory` (the test seam).
+
+    The per-process cache is emptied on entry and on exit, so nothing fetched through a fake
+    client outlives the block.
+    """
+    global _factory
+    with _lock:
+        previous, _factory = _factory, factory
+        _cache.clear()
+    try:
+        yield
+    finally:
+        with _lock:
+            _factory = previous
+            _cache.clear()
