@@ -149,16 +149,29 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _beam_counters(result: Any) -> dict[str, int]:
-    counters: dict[str, int] = {}
-    for counter in result.metrics().query()["counters"]:
+def _beam_counters(result: Any) -> dict[str, Any]:
+    """The run's beam_caption counters, plus distributions as {count, mean, min, max}."""
+    metrics = result.metrics().query()
+    counters: dict[str, Any] = {}
+    for counter in metrics["counters"]:
         if counter.key.metric.namespace == "beam_caption":
             name = counter.key.metric.name
             counters[name] = counters.get(name, 0) + (counter.committed or 0)
+    merged: dict[str, list[int]] = {}
+    for dist in metrics["distributions"]:
+        data = dist.committed
+        if dist.key.metric.namespace != "beam_caption" or data is None or not data.count:
+            continue
+        count, total, low, high = merged.get(dist.key.metric.name, [0, 0, data.min, data.max])
+        merged[dist.key.metric.name] = [count + data.count, total + data.sum,
+                                        min(low, data.min), max(high, data.max)]
+    for name, (count, total, low, high) in merged.items():
+        counters[name] = {"count": count, "mean": round(total / count, 1), "min": low,
+                          "max": high}
     return counters
 
 
-def _augment_summary(output: str, counters: dict[str, int], wall_s: float) -> dict[str, Any]:
+def _augment_summary(output: str, counters: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """Add wall time, throughput and engine counters to run-summary.json (local runs only)."""
     path = FileSystems.join(output, SUMMARY_NAME)
     with FileSystems.open(path) as handle:
