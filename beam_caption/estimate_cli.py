@@ -19,6 +19,7 @@ from beam_caption import pipeline as pl
 from beam_caption.config import RunConfig, build_run_config
 from beam_caption.errors import ConfigError
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
+from beam_caption.outputs import read_table
 from beam_caption.pricing import ModelPrice, load_prices
 from beam_caption.sources import ExpandInputs, check_inputs
 
@@ -64,10 +65,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        default=est.DEFAULT_EXPECTED_OUTPUT_TOKENS,
                        help="expected answer length in tokens (default: "
                             f"{est.DEFAULT_EXPECTED_OUTPUT_TOKENS}, a one-sentence caption)")
+    group.add_argument("--output-tokens-from", metavar="DIR",
+                       help="take the expected answer length from an earlier run's captions "
+                            "(e.g. a trial run on a sample with the same prompt): the most "
+                            "accurate estimate")
     group.add_argument("--compare-models", metavar="LIST",
                        help="comma-separated models to compare with, or 'none' (default: the "
                             f"{est.DEFAULT_COMPARE_COUNT} nearest in price, cheaper and dearer)")
     group.add_argument("--json", action="store_true", help="print the estimate as JSON")
+
+
+def measured_output_tokens(output: str) -> int:
+    """Mean completion tokens per billed answer in an earlier run's captions."""
+    table = read_table(output.rstrip("/"), "captions")
+    if table is None or table.num_rows == 0:
+        raise ConfigError(f"--output-tokens-from {output} holds no captions-*.parquet rows")
+    rows = [r for r in table.select(["completion_tokens", "deduplicated"]).to_pylist()
+            if not r["deduplicated"] and r["completion_tokens"] is not None]
+    if not rows:
+        raise ConfigError(f"--output-tokens-from {output} has no billed answers")
+    return max(1, round(sum(r["completion_tokens"] for r in rows) / len(rows)))
 
 
 def _positive_int(text: str) -> int:
@@ -89,8 +106,11 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
         raise ConfigError("with a remote --runner, give --output DIR (e.g. gs://...) to receive "
                           "the estimate")
     prices = load_prices(args.prices)
+    expected_output = args.expected_output_tokens
+    if args.output_tokens_from:
+        expected_output = measured_output_tokens(args.output_tokens_from)
     bill = est.BillSettings(model=args.model, max_side=args.max_side,
-                            expected_output_tokens=args.expected_output_tokens,
+                            expected_output_tokens=expected_output,
                             max_output_tokens=args.max_output_tokens,
                             compare_models=_compare_models(args.compare_models, prices))
     config = run_config(args)

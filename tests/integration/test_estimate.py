@@ -150,3 +150,21 @@ def test_sample_is_deterministic_and_scales_up(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert run_cli("estimate", "--input", pattern, "--sample", "5") == 0
     assert "5 of 40 files measured (deterministic sample)" in capsys.readouterr().out
+
+
+def test_estimate_calibrated_by_a_trial_run_is_within_two_percent(photos, tmp_path,
+                                                                   capsys) -> None:
+    """The documented workflow: a trial run on a few photos, then the estimate for all."""
+    with running_simulator() as sim:
+        assert run_cli("run", "--input", str(SAMPLES / "*.jpg"), "--output",
+                       str(tmp_path / "trial"), "--base-url", sim.base_url, *IN_MEMORY) == 0
+        report = estimate(capsys, "--input", str(photos / "*"), "--output-tokens-from",
+                          str(tmp_path / "trial"))
+        sim.reset()
+        assert run_cli("run", "--input", str(photos / "*"), "--output", str(tmp_path / "all"),
+                       "--base-url", sim.base_url, *IN_MEMORY) == 0
+        total = sim.stats()["cost_usd"]["realtime"]
+    estimated = report["chosen"]["realtime_usd"]
+    print(f"\ncalibrated estimate ${estimated:.6f} vs billed ${total:.6f} "
+          f"({estimated / total - 1:+.2%})")
+    assert estimated == pytest.approx(total, rel=0.02)
