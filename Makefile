@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 DEMO_OUT ?= out/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint demo bench bench-full simulate clean
+.PHONY: help install test test-fast lint demo bench bench-full simulate clean browser
 
 help: ## List the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP) ## Create .venv and install beam-caption with its dev tools
 
-test: $(STAMP) ## Run every test (unit, contract, integration against the local simulator)
+test: $(STAMP) browser ## Run every test (unit, contract, integration against the local simulator)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Run the unit and contract tests only
@@ -33,8 +33,19 @@ test-fast: $(STAMP) ## Run the unit and contract tests only
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check beam_caption tests bench
 
-demo: $(STAMP) ## Caption the bundled sample photos against the local simulator into out/demo/
+demo: $(STAMP) ## Caption the bundled sample photos against the local simulator into out/demo/, with report.html
 	$(VENV)/bin/beam-caption run --simulate --input 'samples/*.jpg' --output $(DEMO_OUT) --overwrite
+	$(VENV)/bin/beam-caption report $(DEMO_OUT) --html $(DEMO_OUT)/report.html
+
+# The gallery's browser test renders the page in headless Chromium (Debian's package). Where it
+# cannot be installed (not root, no apt), the test skips and says why instead of failing the run.
+browser: ## Install headless Chromium for the HTML gallery test, if missing
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the gallery browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	      >/dev/null || echo "browser: chromium could not be installed; its test will skip"; \
+	  else echo "browser: chromium is missing and apt-get needs root; its test will skip"; fi; }
 
 simulate: $(STAMP) ## Start the local OpenAI-compatible simulator on 127.0.0.1:8080
 	$(VENV)/bin/beam-caption simulate --port 8080
@@ -47,3 +58,54 @@ bench-full: $(STAMP) ## All benchmark scenarios (long)
 
 clean: ## Remove the virtual environment, caches and outputs
 	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info
+
+# -- Google Cloud Dataflow (never run in CI; templates/README.md walks through them) -------------
+# PROJECT, REGION, BUCKET and IMAGE come from the environment; INPUT, OUTPUT and SECRET name the job.
+.PHONY: template-build template-run dataflow-run
+TEMPLATE ?= gs://$(BUCKET)/templates/beam-caption.json
+MODEL ?= gpt-5.4-nano
+JOB ?= beam-caption-$(shell date +%Y%m%d-%H%M%S)
+_about_PROJECT := your Google Cloud project id
+_about_REGION := a Dataflow region, e.g. us-central1
+_about_BUCKET := a Cloud Storage bucket name, without gs://, for staging, temp files and the template
+_about_IMAGE := an Artifact Registry image, e.g. us-central1-docker.pkg.dev/PROJECT/REPO/beam-caption:0.1.0
+_about_INPUT := the images, e.g. gs://my-photos/**/*.jpg
+_about_OUTPUT := the output folder, e.g. gs://my-captions/run1
+_about_SECRET := the key in Secret Manager, e.g. projects/PROJECT/secrets/openai-api-key/versions/latest
+# $(call require,VARS): stop with one clear line naming the first missing variable.
+require = $(foreach v,$(1),$(if $($(v)),,$(error $(v) is not set: export $(v)=... ($(_about_$(v))); see templates/README.md)))
+# Dataflow submission needs real credentials, which on a GCE VM or Cloud Shell come from the
+# metadata server that the rest of this Makefile keeps google-auth away from.
+template-build template-run dataflow-run: export NO_GCE_CHECK := false
+
+template-build: $(STAMP) ## Build and push the Flex Template image (IMAGE) and write its spec to BUCKET
+	$(call require,PROJECT REGION BUCKET IMAGE)
+	$(VENV)/bin/beam-caption template-metadata --check templates/metadata.json
+	@# A build context with only what the image needs (never .venv/); any docker builder works.
+	ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
+	  tar -c --exclude=__pycache__ pyproject.toml setup.py README.md beam_caption \
+	    templates/launch.py templates/Dockerfile | tar -x -C "$$ctx" && \
+	  docker build -f "$$ctx/templates/Dockerfile" --build-arg IMAGE=$(IMAGE) -t $(IMAGE) "$$ctx"
+	docker push $(IMAGE)
+	gcloud dataflow flex-template build $(TEMPLATE) --project=$(PROJECT) --image=$(IMAGE) \
+	  --sdk-language=PYTHON --metadata-file=templates/metadata.json
+
+template-run: ## Start a Dataflow job from the template (INPUT, OUTPUT, SECRET; MODEL, EXTRA)
+	$(call require,PROJECT REGION BUCKET INPUT OUTPUT SECRET)
+	@# ^~^ makes ~ the separator, so values may contain commas (gcloud topic escaping).
+	gcloud dataflow flex-template run "$(JOB)" --project=$(PROJECT) --region=$(REGION) \
+	  --template-file-gcs-location=$(TEMPLATE) \
+	  --staging-location=gs://$(BUCKET)/staging --temp-location=gs://$(BUCKET)/temp \
+	  '--parameters=^~^input=$(INPUT)~output=$(OUTPUT)~api_key_secret=$(SECRET)~model=$(MODEL)' \
+	  $(if $(MAX_WORKERS),--max-workers=$(MAX_WORKERS)) \
+	  $(if $(MACHINE_TYPE),--worker-machine-type=$(MACHINE_TYPE)) $(EXTRA)
+
+dataflow-run: $(STAMP) ## Submit `run` to Dataflow from this checkout (DataflowRunner, --setup_file)
+	$(call require,PROJECT REGION BUCKET INPUT OUTPUT SECRET)
+	$(VENV)/bin/beam-caption run --input '$(INPUT)' --output '$(OUTPUT)' \
+	  --api-key-secret '$(SECRET)' --model '$(MODEL)' \
+	  --runner DataflowRunner --project $(PROJECT) --region $(REGION) \
+	  --temp_location gs://$(BUCKET)/temp --staging_location gs://$(BUCKET)/staging \
+	  --setup_file ./setup.py $(if $(IMAGE),--sdk_container_image=$(IMAGE)) \
+	  $(if $(MAX_WORKERS),--max_num_workers=$(MAX_WORKERS)) \
+	  $(if $(MACHINE_TYPE),--machine_type=$(MACHINE_TYPE)) $(RUN_ARGS)

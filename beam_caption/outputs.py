@@ -64,7 +64,8 @@ def read_table(output: str, table: str) -> Any:
     for path in sorted(paths):
         with FileSystems.open(path) as handle:
             tables.append(pq.read_table(handle))
-    return pa.concat_tables(tables) if tables else None
+    # Shards of resumed runs may differ (e.g. a column added later): unify, nulls for the gaps.
+    return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
 def stop_message(output: str) -> str:

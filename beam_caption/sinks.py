@@ -18,7 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
 
 SUMMARY_NAME = "run-summary.json"
-OUTPUT_GLOBS = ("captions-*.parquet", "errors-*.parquet", SUMMARY_NAME)
+OUTPUT_GLOBS = ("captions-*.parquet", "errors-*.parquet", SUMMARY_NAME, "report.json",
+                "report.html")
 
 
 class SummaryFn(beam.CombineFn):
