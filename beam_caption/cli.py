@@ -21,6 +21,8 @@ from beam_caption.errors import ConfigError, RunAborted
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("beam_caption.run_cli", "caption images into Parquet (the main job)"),
     "estimate": ("beam_caption.estimate_cli", "count tokens and dollars before spending anything"),
+    "batch": ("beam_caption.batch_cli",
+              "follow a --mode batch run: submit, status, collect or cancel its batches"),
     "simulate": ("beam_caption.simulator.cli", "start the local OpenAI-compatible simulator"),
     "report": ("beam_caption.report_cli", "totals, report.json and an HTML gallery of an output"),
     "template-metadata": ("beam_caption.template",

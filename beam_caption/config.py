@@ -104,6 +104,22 @@ class CaptionConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """Batch API mode (`--mode batch`): the file limits and how the launcher waits."""
+
+    mode: str = "realtime"
+    wait: bool = True
+    poll_interval_s: float = 30.0
+    max_lines: int = 50_000
+    max_bytes: int = 200_000_000
+
+    @property
+    def enabled(self) -> bool:
+        """True for --mode batch."""
+        return self.mode == "batch"
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole `run`: inputs, preparation, captioning and output."""
 
@@ -118,6 +134,7 @@ class RunConfig:
     resume: bool = False
     skip_done_in: tuple[str, ...] = ()  # outputs whose captions' request_keys are not re-sent
     prompt_column: str = "prompt"
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 def new_run_id() -> str:
@@ -184,7 +201,18 @@ def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | 
                      overwrite=args.overwrite, prepare=prepare, fetch=fetch, caption=caption,
                      simulate=args.simulate, resume=args.resume,
                      skip_done_in=((output,) if args.resume else ()) + skip,
-                     prompt_column=args.prompt_column)
+                     prompt_column=args.prompt_column, batch=_batch_config(args))
+
+
+def _batch_config(args: argparse.Namespace) -> BatchConfig:
+    batch = BatchConfig(mode=args.mode, wait=args.wait, poll_interval_s=args.poll_interval,
+                        max_lines=args.batch_max_lines, max_bytes=args.batch_max_bytes)
+    if batch.enabled and args.max_cost_usd:
+        # The cap is enforced by the realtime engine as answers arrive; a batch is paid for
+        # whole. `beam-caption estimate` tells the cost before submitting.
+        raise ConfigError("--max-cost-usd applies to --mode realtime; check a batch's cost "
+                          "first with `beam-caption estimate`")
+    return batch
 
 
 def _api_key_secret(args: argparse.Namespace) -> str | None:

@@ -59,6 +59,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _quality(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 95:
@@ -73,9 +80,9 @@ def _temperature(text: str) -> float:
     return value
 
 
-INPUT, IMAGE, MODEL, ENDPOINT, ENGINE, OUTPUT = (
+INPUT, IMAGE, MODEL, ENDPOINT, ENGINE, BATCH, OUTPUT = (
     "inputs", "image preparation", "model and prompt", "endpoint and key",
-    "request engine", "output")
+    "request engine", "batch mode", "output")
 
 RUN_OPTIONS: tuple[Option, ...] = (
     # inputs
@@ -160,6 +167,22 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "(0 = none)", ENGINE, type=_non_negative_float, default=10.0, metavar="S"),
     Option("--prices", "a JSON price table that overrides or adds models (same shape as "
            "beam_caption/prices.json)", ENGINE, metavar="FILE"),
+    # batch mode
+    Option("--mode", "realtime: chat completions as fast as the limits allow; batch: the Batch "
+           "API (half price, answers within 24 h; see `beam-caption batch --help`)", BATCH,
+           default="realtime", choices=("realtime", "batch")),
+    Option("--wait", "batch mode: wait for the batches and collect their rows; with --no-wait "
+           "return after submitting (collect later with `beam-caption batch collect OUTPUT`)",
+           BATCH, action="bool", default=True),
+    Option("--poll-interval", "batch mode: seconds between status checks while batches "
+           "progress (the first checks come sooner); the wait doubles while nothing changes, up "
+           "to 10 times this", BATCH,
+           type=_positive_float, default=30.0, metavar="S"),
+    Option("--batch-max-lines", "batch mode: most requests per batch input file (the API's "
+           "limit is 50,000)", BATCH, type=_positive_int, default=50_000, metavar="N"),
+    Option("--batch-max-bytes", "batch mode: largest batch input file in bytes (the API's limit "
+           "is 200 MB; base64 images usually reach it before the line limit)", BATCH,
+           type=_positive_int, default=200_000_000, metavar="BYTES"),
     # output
     Option("--output", "output directory (local or gs://) for captions-*.parquet, "
            "errors-*.parquet and run-summary.json", OUTPUT, metavar="DIR", required=True),

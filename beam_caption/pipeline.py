@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 
+from beam_caption.batch_pipeline import submit_batches
 from beam_caption.config import RunConfig
 from beam_caption.resume import SkipDone
 from beam_caption.schema import captions_schema
@@ -80,7 +81,8 @@ def expected_worker_processes(options: PipelineOptions) -> int:
 def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
                    skip_done_in: tuple[str, ...] = (), supersede: tuple[str, ...] = ()
                    ) -> beam.PCollection:
-    """Add the whole caption job to `pipeline`; returns the summary-path PCollection.
+    """Add the whole caption job to `pipeline`; returns the summary-path PCollection
+    (in batch mode: the run id, once its batches are submitted).
 
     `skip_done_in`: outputs with captions whose request_keys are not sent again (resume).
     `supersede`: earlier error files, deleted once this run's files are written.
@@ -92,13 +94,16 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
         refs = refs | "SkipDone" >> SkipDone(skip_done_in, config.fetch, config.caption)
     prepared = refs | "PrepareImages" >> PrepareImages(config.prepare, config.fetch,
                                                        run_id=run_id, caption=config.caption)
-    captioned = prepared.images | "CaptionImages" >> CaptionImages(config.caption)
-    errors = (prepared.errors, captioned.errors) | "AllErrors" >> beam.Flatten()
     run_info = {"run_id": run_id, "model": config.caption.request.model,
                 "prompt": config.caption.request.prompt,
                 "base_url": config.caption.endpoint.base_url,
                 "max_side": config.prepare.max_side,
                 "max_cost_usd": config.caption.max_cost_usd}
+    if config.batch.enabled:
+        # Shard files + one submission step; rows and the summary come from `batch collect`.
+        return submit_batches(prepared, config, run_info, supersede=supersede)
+    captioned = prepared.images | "CaptionImages" >> CaptionImages(config.caption)
+    errors = (prepared.errors, captioned.errors) | "AllErrors" >> beam.Flatten()
     spec = config.caption.structured
     schema = captions_schema(arrow_fields(spec.schema) if spec else None)
     return (captioned.captions, errors) | "WriteCaptions" >> WriteCaptions(

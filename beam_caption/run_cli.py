@@ -16,7 +16,9 @@ from urllib.parse import urlparse
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from beam_caption import batch_cli
 from beam_caption import pipeline as pl
+from beam_caption.batch_state import check_output as check_batch_output
 from beam_caption.config import RunConfig, build_run_config
 from beam_caption.errors import ConfigError
 from beam_caption.keys import resolve_api_key
@@ -81,6 +83,12 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
         for earlier in config.skip_done_in:
             if earlier != config.output and not has_captions(earlier):
                 raise ConfigError(f"--incremental {earlier} holds no captions-*.parquet")
+        if config.batch.enabled and config.simulate and not config.batch.wait:
+            raise ConfigError("--simulate stops its simulator, and its batches, when this "
+                              "command ends: use --wait, or start `beam-caption simulate` and "
+                              "pass --base-url")
+        # Batches still open in this output would be sent (and paid for) twice.
+        check_batch_output(config.output, overwrite=config.overwrite)
         supersede = prepare_output(config.output, overwrite=config.overwrite,
                                    resume=config.resume)
         skip = tuple(d for d in config.skip_done_in if d != config.output or has_captions(d))
@@ -98,6 +106,9 @@ def _run(config: RunConfig, options: beam.options.pipeline_options.PipelineOptio
     pl.build_pipeline(p, config, skip_done_in=skip, supersede=supersede)
     _LOG.info("run %s: model %s, endpoint %s, output %s", config.caption.run_id,
               config.caption.request.model, config.caption.endpoint.base_url, config.output)
+    if config.batch.enabled:
+        # The job writes the request files and submits them; the rows come from collect.
+        return batch_cli.run_batch_job(p, config, local=live is not None)
     if live is None:
         p.run()  # a remote runner: the launcher starts the job and returns
         _LOG.info("job submitted; follow it in the runner's console")

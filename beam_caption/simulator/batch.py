@@ -5,8 +5,10 @@ done at 0.1 T + 0.7 T (i+1)/n, which request_counts reflect), finalizing until T
 with an output file (lines in seeded random order, keyed by custom_id) and an error file. Whole-
 file problems fail the batch while validating (more than batch_max_lines lines, duplicate
 custom_id, lines for different models, no lines); a malformed line goes to the error file. A
-cancelled batch keeps, and bills, the lines done before the cancel. Batch tokens are billed at the
-price table's batch discount. Faults, latency and rate limits do not apply to batches.
+cancelled batch keeps, and bills, the lines done before the cancel. With batch_expire_rate > 0 a
+seeded share of lines is never run: they go to the error file with code batch_expired (as the real
+API writes the lines a 24 h window did not reach) and the batch ends "expired". Batch tokens are
+billed at the price table's batch discount. Faults, latency and rate limits do not apply to batches.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from aiohttp import web
 
 from beam_caption.simulator.apierror import ApiError, bad_request, invalid_value, missing
 from beam_caption.simulator.apierror import not_found as _not_found
-from beam_caption.simulator.batch_lines import LineResult, run_line, split_lines
+from beam_caption.simulator.batch_lines import LineResult, expired_line, run_line, split_lines
 from beam_caption.simulator.files import FILES
 from beam_caption.simulator.state import STATE
 from beam_caption.simulator.wire import dumps, json_response, read_json
@@ -182,9 +184,14 @@ async def _run(app: web.Application, job: BatchJob, data: bytes) -> None:
     start = job.stamps["in_progress"] = time.time()
     span = (IN_PROGRESS - VALIDATING) * seconds
     job.total = len(lines)
+    expired = 0
     for i, line in enumerate(lines):
-        result = await run_line(state, line)
-        result.done_at = start + span * (i + 1) / len(lines)
+        if _expires(state):
+            result, expired = expired_line(line), expired + 1
+            result.done_at = start + span  # counted as failed when the window closes
+        else:
+            result = await run_line(state, line)
+            result.done_at = start + span * (i + 1) / len(lines)
         job.results.append(result)
         if i % 64 == 63:
             await asyncio.sleep(0)  # let other requests in while a big batch computes
@@ -192,7 +199,13 @@ async def _run(app: web.Application, job: BatchJob, data: bytes) -> None:
     job.status = "finalizing"
     job.stamps["finalizing"] = time.time()
     await asyncio.sleep((FINALIZING - IN_PROGRESS) * seconds)
-    _finish(app, job, float("inf"), "completed")
+    _finish(app, job, float("inf"), "expired" if expired else "completed")
+
+
+def _expires(state: Any) -> bool:
+    """One seeded draw per line, made only when expiry is on (so other runs keep their order)."""
+    rate = state.config.batch_expire_rate
+    return rate > 0 and state.batch_rng.random() < rate
 
 
 def _finish(app: web.Application, job: BatchJob, cutoff: float, status: str) -> None:

@@ -118,3 +118,12 @@ async def run_line(state: SimState, line: BatchLine) -> LineResult:
                                           "body": body},
                              "error": None},
                       done.request.model, body["usage"], done.image_hashes)
+
+
+def expired_line(line: BatchLine) -> LineResult:
+    """The error-file line of a request the completion window closed on before it ran."""
+    return LineResult(False, {"id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                              "custom_id": line.custom_id, "response": None,
+                              "error": {"code": "batch_expired",
+                                        "message": "This request could not be executed before "
+                                                   "the completion window expired."}})

@@ -62,6 +62,9 @@ _OPTIONS: tuple[tuple[str, str, type, str], ...] = (
      "most requests per batch input file (e.g. --batch-max-lines 50000)"),
     ("--batch-max-bytes", "batch_max_bytes", int,
      "largest batch input file in bytes (e.g. --batch-max-bytes 209715200)"),
+    ("--batch-expire-rate", "batch_expire_rate", float,
+     "share of batch lines that expire unrun (status expired, batch_expired error lines; "
+     "e.g. --batch-expire-rate 0.1)"),
 )
 
 

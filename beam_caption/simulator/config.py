@@ -17,7 +17,8 @@ FAULT_FIELDS = ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_discon
 # file and the batch limits are fixed at start: changing them would invalidate state.
 RUNTIME_FIELDS = frozenset((*FAULT_FIELDS, "api_key", "rpm", "tpm", "window_seconds",
                             "latency_ms", "latency_sigma", "per_output_token_ms",
-                            "max_concurrency", "hang_seconds", "batch_seconds", "seed"))
+                            "max_concurrency", "hang_seconds", "batch_seconds",
+                            "batch_expire_rate", "seed"))
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class SimulatorConfig:
     batch_seconds: float = 2.0  # validating -> completed for one batch
     batch_max_lines: int = 50_000
     batch_max_bytes: int = 200 * 1024 * 1024
+    # Share of batch lines (seeded draw) not run before the completion window "expires": they go
+    # to the error file as batch_expired and the batch ends with status "expired".
+    batch_expire_rate: float = 0.0
     log_path: str | None = None
     prices_path: str | None = None
 
@@ -97,6 +101,8 @@ def _check_config(cfg: SimulatorConfig) -> None:
         raise ConfigError("window_seconds must be positive")
     if cfg.batch_max_lines < 1 or cfg.batch_max_bytes < 1:
         raise ConfigError("batch_max_lines and batch_max_bytes must be positive")
+    if not 0 <= cfg.batch_expire_rate <= 1:
+        raise ConfigError("batch_expire_rate must be within 0..1")
     rates = cfg.fault_rates
     bad = [k for k, v in rates.items() if not 0 <= v <= 1]
     if bad:

@@ -1,0 +1,165 @@
+"""batches.json: the Batch API state of an output directory, read and written via Beam FileSystems.
+
+It records, per batch-mode run, what collect needs to build rows on any machine later (model,
+prices, answer schema, endpoint location — never the key) and, per shard file, its file id, batch
+id, status and whether its rows were collected. It is written before and after every upload and
+batch creation, so a launcher that dies at any point leaves enough to continue without paying
+twice: a shard with a file id is never uploaded again, one with a batch id is never submitted
+again (and batch_api.create_once looks for a batch on the file before creating one).
+
+Writes go to a temporary name and are renamed over batches.json (atomic on local disks; on GCS a
+copy that replaces the object whole), so a reader never sees half a document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_caption.errors import ConfigError
+
+MANIFEST_NAME = "batches.json"
+BATCH_DIR = "batch"
+VERSION = 1
+# Run states: "submitting" until every shard has a batch; "submitted"; "collected" once every
+# shard's rows are written (cancelled runs end "collected" too, after their rows are written).
+SUBMITTING, SUBMITTED, COLLECTED = "submitting", "submitted", "collected"
+
+
+@dataclass
+class ShardRecord:
+    """One JSONL input file and the batch made of it."""
+
+    index: int
+    path: str  # relative to the output directory
+    meta: str  # the sidecar Parquet (request_key, uri, sizes...), relative too
+    lines: int  # requests in the file (unique request_keys)
+    images: int  # rows in the sidecar (images sharing a request_key each have one)
+    bytes: int
+    file_id: str | None = None
+    uploaded_at: int | None = None
+    batch_id: str | None = None
+    status: str = "written"  # then "uploaded", then the batch's own status
+    counts: dict[str, int] = field(default_factory=dict)
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[str] = field(default_factory=list)
+    cancel_requested: bool = False
+    collected: bool = False
+
+
+@dataclass
+class RunRecord:
+    """One batch-mode run: how to rebuild its rows, and its shards."""
+
+    run_id: str
+    created_at: str
+    endpoint: dict[str, Any]  # base_url, api_key_env, api_key_file, api_key_secret
+    rows: dict[str, Any]  # model, prompt, price, structured, run_info (see batch_collect)
+    supersede: list[str] = field(default_factory=list)  # error files collect replaces
+    state: str = SUBMITTING
+    shards: list[ShardRecord] = field(default_factory=list)
+
+    @property
+    def open(self) -> bool:
+        """True until every row of the run is written."""
+        return self.state != COLLECTED
+
+    def unsubmitted(self) -> list[ShardRecord]:
+        """Shards with no batch yet (and not cancelled before submission)."""
+        return [s for s in self.shards if s.batch_id is None and not s.cancel_requested]
+
+
+@dataclass
+class Manifest:
+    """Every batch-mode run of one output directory, oldest first."""
+
+    runs: list[RunRecord] = field(default_factory=list)
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """The run called `run_id`, if recorded."""
+        return next((r for r in self.runs if r.run_id == run_id), None)
+
+    def open_runs(self) -> list[RunRecord]:
+        """Runs whose rows are not all written yet."""
+        return [r for r in self.runs if r.open]
+
+    def to_json(self) -> dict[str, Any]:
+        """The batches.json document."""
+        return {"version": VERSION, "runs": [dataclasses.asdict(r) for r in self.runs]}
+
+    @classmethod
+    def from_json(cls, data: Any, origin: str) -> Manifest:
+        """Parse a batches.json document; ConfigError if it is not one."""
+        if not isinstance(data, dict) or data.get("version") != VERSION \
+                or not isinstance(data.get("runs"), list):
+            raise ConfigError(f"{origin} is not a beam-caption batches.json (version {VERSION})")
+        try:
+            runs = [RunRecord(**{**run, "shards": [ShardRecord(**s) for s in run["shards"]]})
+                    for run in data["runs"]]
+        except (TypeError, KeyError) as exc:
+            raise ConfigError(f"{origin} has an unexpected run or shard record ({exc})") from None
+        return cls(runs)
+
+
+def manifest_path(output: str) -> str:
+    """Where batches.json lives in `output`."""
+    return FileSystems.join(output, MANIFEST_NAME)
+
+
+def resolve(output: str, relative: str) -> str:
+    """A path recorded relative to `output`, made absolute."""
+    return FileSystems.join(output, relative)
+
+
+def load(output: str) -> Manifest:
+    """The manifest of `output`; an empty one if there is none."""
+    path = manifest_path(output)
+    if not FileSystems.exists(path):
+        return Manifest()
+    with FileSystems.open(path) as handle:
+        raw = handle.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"{path} is not valid JSON; it may have been edited by hand") from None
+    return Manifest.from_json(data, path)
+
+
+def save(output: str, manifest: Manifest) -> None:
+    """Replace batches.json with `manifest` (temporary file, then rename)."""
+    path = manifest_path(output)
+    temporary = path + ".tmp"
+    with FileSystems.create(temporary, mime_type="application/json") as handle:
+        handle.write(json.dumps(manifest.to_json(), indent=1).encode("utf-8"))
+    FileSystems.rename([temporary], [path])
+
+
+def check_output(output: str, *, overwrite: bool) -> None:
+    """Before a run: refuse an output with batches still open; on --overwrite drop the state.
+
+    A run over an open batch would send its images again and pay for them twice.
+    """
+    manifest = load(output)
+    pending = manifest.open_runs()
+    if pending:
+        shards = sum(len(r.shards) for r in pending)
+        raise ConfigError(
+            f"--output {output} has a batch-mode run ({pending[0].run_id}, {shards} shard "
+            f"files) that is not collected yet: run `beam-caption batch collect {output} --wait` "
+            f"(or `beam-caption batch cancel {output}` first) before starting another run")
+    if overwrite and manifest.runs:
+        delete_state(output)
+
+
+def delete_state(output: str) -> None:
+    """Delete batches.json and every shard file under batch/ (for --overwrite)."""
+    found = [m.path for r in FileSystems.match([FileSystems.join(output, BATCH_DIR, "**"),
+                                                manifest_path(output)])
+             for m in r.metadata_list]
+    if found:
+        FileSystems.delete(found)
