@@ -42,7 +42,12 @@ from beam_caption.client import (
 from beam_caption.config import CaptionConfig
 from beam_caption.images import PreparedImage
 from beam_caption.keys import resolve_api_key
-from beam_caption.limits import AdaptiveConcurrency, TokenBucket, backoff_delay
+from beam_caption.limits import (
+    AdaptiveConcurrency,
+    RateLimitInfo,
+    TokenBucket,
+    backoff_delay,
+)
 from beam_caption.loop import LoopThread, get_loop_thread
 from beam_caption.progress import process_progress
 
@@ -326,19 +331,20 @@ class AsyncEngine:
             self.metrics.gauge(m.CONCURRENCY, self._concurrency.limit)
             self._slots.notify_all()
 
-    def _apply_server_limits(self, info: object) -> None:
-        """Tighten our buckets when the server reports less headroom than we think we have."""
+    def _apply_server_limits(self, info: RateLimitInfo | None) -> None:
+        """Tighten our buckets when the server reports less headroom than they hold."""
         if info is None:
             return
         workers = self.config.limits.workers
-        remaining, reset = getattr(info, "remaining_requests", None), getattr(
-            info, "reset_requests_s", None)
-        if remaining is not None and reset is not None and self.config.limits.rpm:
-            self._requests.tighten(remaining / workers, reset)
-        remaining, reset = getattr(info, "remaining_tokens", None), getattr(
-            info, "reset_tokens_s", None)
-        if remaining is not None and reset is not None and self.config.limits.tpm:
-            self._tokens.tighten(remaining / workers, reset)
+        for enabled, bucket, limit, remaining, reset in (
+                (self.config.limits.rpm, self._requests, info.limit_requests,
+                 info.remaining_requests, info.reset_requests_s),
+                (self.config.limits.tpm, self._tokens, info.limit_tokens,
+                 info.remaining_tokens, info.reset_tokens_s)):
+            if enabled and remaining is not None and reset is not None and limit:
+                # With nothing left, wait about one unit's share of the window, not the whole
+                # reset: windows slide, and a slot frees up as soon as the oldest use expires.
+                bucket.tighten(remaining / workers, reset / limit)
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _count_failure(self, error: ApiError) -> None:
