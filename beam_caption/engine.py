@@ -389,7 +389,8 @@ class _Stopped(ApiError):
 def _abort_message(error: ApiError, count: int) -> str:
     hint = ""
     if isinstance(error, AuthError):
-        hint = " Check the API key (OPENAI_API_KEY, --api-key-env or --api-key-file)."
+        hint = (" Check the API key (OPENAI_API_KEY, --api-key-env, --api-key-file or "
+                "--api-key-secret).")
     elif isinstance(error, QuotaExceeded):
         hint = " The account has no quota left; add credit, then run again with --resume."
     return (f"{count} requests in a row failed with {error.row_code}: {error}.{hint} "

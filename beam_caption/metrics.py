@@ -33,6 +33,10 @@ LATENCY_MS = "request_latency_ms"
 RUN_STOPPED = "run_stopped"
 IN_FLIGHT = "in_flight"
 CONCURRENCY = "concurrency"
+# The name Dataflow's autoscaler reads (in any namespace, as Beam's own GCS and BigQuery IOs use
+# it): time spent waiting on the provider's limits should not look like work that needs more
+# workers.
+THROTTLING_SECONDS = "cumulativeThrottlingSeconds"
 
 
 class MetricsCollector:
@@ -43,6 +47,7 @@ class MetricsCollector:
         self._counters: dict[str, int] = defaultdict(int)
         self._distributions: dict[str, list[int]] = defaultdict(list)
         self._gauges: dict[str, int] = {}
+        self._throttled_ms_unreported = 0
 
     def inc(self, name: str, value: int = 1) -> None:
         """Add `value` to counter `name`."""
@@ -60,8 +65,17 @@ class MetricsCollector:
             self._gauges[name] = value
 
     def drain(self) -> tuple[dict[str, int], dict[str, list[int]], dict[str, int]]:
-        """Take and reset the counters and distributions; gauges are copied."""
+        """Take and reset the counters and distributions; gauges are copied.
+
+        Rate-limit waits and backoffs are also reported as whole seconds under
+        THROTTLING_SECONDS, the remainder carried to the next drain.
+        """
         with self._lock:
+            waited = (self._throttled_ms_unreported + self._counters.get(THROTTLED_MS, 0)
+                      + self._counters.get(BACKOFF_MS, 0))
+            seconds, self._throttled_ms_unreported = divmod(waited, 1000)
+            if seconds:
+                self._counters[THROTTLING_SECONDS] += seconds
             counters, self._counters = dict(self._counters), defaultdict(int)
             dists, self._distributions = dict(self._distributions), defaultdict(list)
             return counters, dists, dict(self._gauges)

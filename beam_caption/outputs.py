@@ -10,6 +10,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.errors import ConfigError
 from beam_caption.sinks import OUTPUT_GLOBS
+from beam_caption.sources import describe_io_error
 
 _LOG = logging.getLogger(__name__)
 
@@ -17,8 +18,13 @@ _LOG = logging.getLogger(__name__)
 def existing_outputs(output: str) -> list[str]:
     """Paths of earlier captions, errors and summary files in `output`."""
     patterns = [FileSystems.join(output, g) for g in OUTPUT_GLOBS]
+    try:
+        results = FileSystems.match(patterns)
+    except Exception as exc:  # BeamIOError: a missing bucket, no permission, a bad scheme
+        raise ConfigError(f"--output {output}: cannot list files ({describe_io_error(exc)})"
+                          ) from exc
     found: list[str] = []
-    for result in FileSystems.match(patterns):
+    for result in results:
         found.extend(meta.path for meta in result.metadata_list)
     return sorted(found)
 

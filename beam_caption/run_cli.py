@@ -145,6 +145,8 @@ def _check_key(config: RunConfig, local: bool) -> None:
     endpoint = config.caption.endpoint
     if not local or _is_loopback(endpoint.base_url):
         return
+    if endpoint.api_key_secret:
+        return  # read on the workers; the launcher need not see it
     if resolve_api_key(endpoint.api_key_env, endpoint.api_key_file) is None:
         raise ConfigError(f"no API key: set {endpoint.api_key_env} (or use --api-key-file) for "
                           f"{endpoint.base_url}")

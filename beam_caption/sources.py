@@ -55,9 +55,12 @@ def check_inputs(inputs: list[str], manifest: str | None) -> None:
         if is_url(raw):
             continue
         try:
-            found = FileSystems.match([normalize_pattern(raw)], limits=[1])[0].metadata_list
+            patterns = expand_pattern(raw)
+            found = [meta for result in FileSystems.match(patterns, limits=[1] * len(patterns))
+                     for meta in result.metadata_list]
         except Exception as exc:  # BeamIOError, ValueError (unknown scheme), auth errors
-            raise ConfigError(f"--input {raw!r}: cannot list files ({_short(exc)})") from exc
+            raise ConfigError(f"--input {raw!r}: cannot list files ({describe_io_error(exc)})"
+                              ) from exc
         if not found:
             raise ConfigError(f"--input {raw!r} matched no files")
     if manifest:
@@ -75,10 +78,11 @@ def count_inputs(inputs: list[str], manifest: str | None, limit: int = 2_000_000
         if is_url(raw):
             total += 1
             continue
-        pattern = normalize_pattern(raw)
-        if _SCHEME.match(pattern):
+        patterns = expand_pattern(raw)
+        if _SCHEME.match(patterns[0]):
             return None
-        total += len(FileSystems.match([pattern], limits=[limit])[0].metadata_list)
+        total += sum(len(result.metadata_list)
+                     for result in FileSystems.match(patterns, limits=[limit] * len(patterns)))
     if manifest:
         path = normalize_pattern(manifest)
         if _SCHEME.match(path):
@@ -121,6 +125,19 @@ def normalize_pattern(pattern: str) -> str:
     if pattern.endswith("/") or os.path.isdir(path):
         return os.path.join(path, "**")
     return path
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """The patterns to match for one --input, so that 'dir/**/*.jpg' also finds 'dir/a.jpg'.
+
+    Beam's '**' matches one or more directory levels when written '/**/': users mean zero or
+    more, as in a shell with globstar. The extra pattern covers the zero-level case; the two never
+    match the same file.
+    """
+    pattern = normalize_pattern(pattern)
+    if pattern.count("/**/") != 1:
+        return [pattern]
+    return [pattern, pattern.replace("/**/", "/")]
 
 
 def manifest_format(path: str) -> str:
@@ -220,6 +237,30 @@ def _resolve(uri: str, base: str) -> str:
     return os.path.normpath(os.path.join(base, uri))
 
 
+def describe_io_error(exc: BaseException) -> str:
+    """One line for a failed listing: a missing bucket by name, else the error's first line.
+
+    Beam wraps the storage client's NotFound in nested BeamIOErrors whose text (a dict repr
+    with the request URL) is cut before the reason; the bucket is the useful part.
+    """
+    bucket = _missing_bucket(exc)
+    if bucket:
+        return f"bucket {bucket} does not exist or these credentials cannot see it"
+    return _short(exc)
+
+
+def _missing_bucket(exc: BaseException) -> str | None:
+    details = getattr(exc, "exception_details", None)
+    for path, inner in (details.items() if isinstance(details, dict) else ()):
+        # Listing inside an existing bucket never 404s: a NotFound means the bucket is missing.
+        if type(inner).__name__ == "NotFound" and str(path).startswith("gs://"):
+            return "gs://" + str(path)[len("gs://"):].split("/", 1)[0]
+        found = _missing_bucket(inner) if isinstance(inner, BaseException) else None
+        if found:
+            return found
+    return None
+
+
 def _short(exc: BaseException) -> str:
     """First line of an exception, bounded, for a one-line error message."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -246,7 +287,7 @@ class ExpandInputs(beam.PTransform):
         if not inputs and not manifest:
             raise ConfigError("no input: give --input PATTERN (repeatable) or --manifest FILE")
         self._urls = [uri for uri in inputs if is_url(uri)]
-        self._patterns = [normalize_pattern(uri) for uri in inputs if not is_url(uri)]
+        self._patterns = [p for uri in inputs if not is_url(uri) for p in expand_pattern(uri)]
         self._manifest = normalize_pattern(manifest) if manifest else None
         if self._manifest:
             manifest_format(self._manifest)
@@ -258,7 +299,9 @@ class ExpandInputs(beam.PTransform):
             branches.append(
                 pbegin
                 | "Patterns" >> beam.Create(self._patterns)
-                | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.DISALLOW)
+                # check_inputs already refused an --input that matches nothing at all; one of
+                # its expanded patterns (see expand_pattern) may match nothing on its own.
+                | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW_IF_WILDCARD)
                 | "FilesToRefs" >> beam.Map(_file_to_ref)
             )
         if self._urls:

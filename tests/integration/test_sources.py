@@ -47,6 +47,9 @@ def test_globs_urls_and_directories(tree: Path, monkeypatch: pytest.MonkeyPatch)
         # '**' crosses directories, '*' does not.
         "DoubleStar": (ExpandInputs([f"{tree}/**.jpg"]),
                        refs(tree, "top.jpg", "a/x.jpg", "a/b/y.jpg")),
+        # '**/' means zero or more directories, as in a shell: the top level is included.
+        "StarStarSlash": (ExpandInputs([f"{tree}/**/*.jpg"]),
+                          refs(tree, "top.jpg", "a/x.jpg", "a/b/y.jpg")),
         "Nested": (ExpandInputs([f"{tree}/a/*/*"]), refs(tree, "a/b/y.jpg")),
         # A directory (with or without a trailing slash) means everything under it.
         "Directory": (ExpandInputs(["a/b"]), refs(tree, "a/b/y.jpg", "a/b/c/z.png")),

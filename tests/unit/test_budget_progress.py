@@ -69,3 +69,18 @@ def test_snapshots_add_up_across_workers(tmp_path) -> None:
     assert totals == {"done": 5, "errors": 1, "tokens": 40, "cost_usd": 2.0}
     line = describe(totals, expected=10, elapsed_s=5.0)
     assert line == "5/10 images, 1.0/s, 1 errors, 40 tokens, $2.0000, ETA 0m05s"
+
+
+def test_waits_are_reported_as_whole_throttling_seconds_for_the_autoscaler() -> None:
+    from beam_caption import metrics as m
+
+    collector = m.MetricsCollector()
+    collector.inc(m.THROTTLED_MS, 700)
+    collector.inc(m.BACKOFF_MS, 600)
+    counters, _, _ = collector.drain()
+    assert counters[m.THROTTLING_SECONDS] == 1 and counters[m.THROTTLED_MS] == 700
+    collector.inc(m.THROTTLED_MS, 800)  # 300 ms carried + 800 ms
+    counters, _, _ = collector.drain()
+    assert counters[m.THROTTLING_SECONDS] == 1
+    counters, _, _ = collector.drain()
+    assert m.THROTTLING_SECONDS not in counters
