@@ -13,7 +13,6 @@ trying again, and never creates a second one for a file that already has one.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import random
 import time
@@ -23,14 +22,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.client import ApiError, ResponseError, as_api_error, is_retryable
 from beam_caption.client import parse_response as _parse_chat_response
 from beam_caption.errors import ConfigError
-from beam_caption.keys import resolve_api_key
+from beam_caption.keys import is_loopback_url, resolve_api_key
 from beam_caption.limits import backoff_delay
 
 ENDPOINT = "/v1/chat/completions"
@@ -300,17 +298,6 @@ class BatchClient:
         if raw and 200 <= status < 300:
             return reply
         return check_answer(status, answer_headers, reply)
-
-
-def is_loopback_url(url: str) -> bool:
-    """True for http(s)://localhost… and loopback IP literals (a local server needs no key)."""
-    host = (urlparse(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def open_client(base_url: str, api_key_env: str = "OPENAI_API_KEY",

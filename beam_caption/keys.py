@@ -6,10 +6,12 @@ says where to look (an environment variable name or a file), and the worker read
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 from beam_caption.errors import ConfigError
 from beam_caption.secrets import fetch_secret
@@ -70,3 +72,14 @@ def resolve_api_key(env_name: str, key_file: str | None,
             return None
     redact_in_logs(key)
     return key
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for http(s)://localhost and loopback IP literals: a local server needs no key."""
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import logging
 import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -21,7 +19,7 @@ from beam_caption import pipeline as pl
 from beam_caption.batch_state import check_output as check_batch_output
 from beam_caption.config import RunConfig, build_run_config
 from beam_caption.errors import ConfigError
-from beam_caption.keys import resolve_api_key
+from beam_caption.keys import is_loopback_url, resolve_api_key
 from beam_caption.live import LiveProgress
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
 from beam_caption.outputs import has_captions, prepare_output, print_preview, stop_message
@@ -143,23 +141,13 @@ def _endpoint(args: argparse.Namespace) -> Iterator[str | None]:
 def _check_key(config: RunConfig, local: bool) -> None:
     """Fail before any work when a remote endpoint needs a key this machine does not have."""
     endpoint = config.caption.endpoint
-    if not local or _is_loopback(endpoint.base_url):
+    if not local or is_loopback_url(endpoint.base_url):
         return
     if endpoint.api_key_secret:
         return  # read on the workers; the launcher need not see it
     if resolve_api_key(endpoint.api_key_env, endpoint.api_key_file) is None:
         raise ConfigError(f"no API key: set {endpoint.api_key_env} (or use --api-key-file) for "
                           f"{endpoint.base_url}")
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _beam_counters(result: Any) -> dict[str, Any]:
