@@ -52,7 +52,7 @@ from beam_caption.loop import LoopThread, get_loop_thread
 from beam_caption.progress import process_progress
 
 _LOG = logging.getLogger(__name__)
-_DEDUPE_MEMORY = 100_000  # completed answers remembered per process for dedupe
+_DEDUPE_MEMORY = 20_000  # answers remembered per process for dedupe (~1.4 KB each)
 
 
 @dataclass(frozen=True)
