@@ -41,14 +41,13 @@ from beam_caption.client import (
 )
 from beam_caption.config import CaptionConfig
 from beam_caption.images import PreparedImage
-from beam_caption.keys import resolve_api_key
 from beam_caption.limits import (
     AdaptiveConcurrency,
     RateLimitInfo,
     TokenBucket,
     backoff_delay,
 )
-from beam_caption.loop import LoopThread, get_loop_thread
+from beam_caption.loop import LoopThread
 from beam_caption.progress import process_progress
 
 _LOG = logging.getLogger(__name__)
@@ -395,46 +394,3 @@ def _abort_message(error: ApiError, count: int) -> str:
         hint = " The account has no quota left; add credit, then run again with --resume."
     return (f"{count} requests in a row failed with {error.row_code}: {error}.{hint} "
             "Images not yet sent were not charged.")
-
-
-# -- the per-process registry ----------------------------------------------------------------
-_engines: dict[tuple[object, ...], tuple[AsyncEngine, int]] = {}
-_engines_lock = threading.Lock()
-
-
-def acquire_engine(config: CaptionConfig) -> AsyncEngine:
-    """The process's engine for `config`, created on first use; pair with release_engine."""
-    key = config.engine_key()
-    with _engines_lock:
-        entry = _engines.get(key)
-        if entry is None:
-            api_key = resolve_api_key(config.endpoint.api_key_env, config.endpoint.api_key_file,
-                                      config.endpoint.api_key_secret)
-            engine = AsyncEngine(config, get_loop_thread("engine"), api_key)
-            engine.open()
-            entry = (engine, 0)
-        engine, refs = entry
-        _engines[key] = (engine, refs + 1)
-        return engine
-
-
-def release_engine(engine: AsyncEngine) -> None:
-    """Drop one reference; the last one closes the engine's session."""
-    key = engine.config.engine_key()
-    with _engines_lock:
-        entry = _engines.get(key)
-        if entry is None or entry[0] is not engine:
-            return
-        refs = entry[1] - 1
-        if refs > 0:
-            _engines[key] = (engine, refs)
-            return
-        del _engines[key]
-    engine.close()
-
-
-def find_engine(config: CaptionConfig) -> AsyncEngine | None:
-    """The live engine for `config` in this process, if any (lets other DoFns see a stop)."""
-    with _engines_lock:
-        entry = _engines.get(config.engine_key())
-        return entry[0] if entry else None

@@ -22,14 +22,8 @@ from beam_caption import metrics as m
 from beam_caption import tokens
 from beam_caption.client import ApiError, request_key
 from beam_caption.config import CaptionConfig
-from beam_caption.engine import (
-    AsyncEngine,
-    CaptionJob,
-    CaptionOutcome,
-    acquire_engine,
-    find_engine,
-    release_engine,
-)
+from beam_caption.engine import AsyncEngine, CaptionJob, CaptionOutcome
+from beam_caption.engine_registry import acquire_engine, find_engine, release_engine
 from beam_caption.fetch import FetchSettings, close_fetchers, read_image_bytes
 from beam_caption.images import ImageError, PreparedImage, PrepareSettings, prepare_image
 from beam_caption.progress import process_progress
