@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_caption import estimate as est
+from beam_caption import estimate_bill as bill_mod
 from beam_caption import pipeline as pl
 from beam_caption.config import RunConfig, build_run_config
 from beam_caption.errors import ConfigError
@@ -109,7 +110,7 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     expected_output = args.expected_output_tokens
     if args.output_tokens_from:
         expected_output = measured_output_tokens(args.output_tokens_from)
-    bill = est.BillSettings(model=args.model, max_side=args.max_side,
+    bill = bill_mod.BillSettings(model=args.model, max_side=args.max_side,
                             expected_output_tokens=expected_output,
                             max_output_tokens=args.max_output_tokens,
                             compare_models=_compare_models(args.compare_models, prices))
@@ -123,7 +124,7 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
                             prompt_column=config.prompt_column)
         tally = run_pipeline(options, refs, spec, args.sample,
                              FileSystems.join(work, _TALLY_NAME))
-    report = est.build_report(tally, prices, bill)
+    report = bill_mod.build_report(tally, prices, bill)
     if args.output:
         _write_json(report, FileSystems.join(args.output.rstrip("/"), REPORT_NAME))
     print(json.dumps(report, indent=2) if args.json else format_report(report))

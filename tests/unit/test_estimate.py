@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from beam_caption import estimate as est
+from beam_caption import estimate_bill as bill
 from beam_caption.cli import build_parser
 from beam_caption.cli import main as cli_main
 from beam_caption.config import CaptionConfig
@@ -180,7 +181,7 @@ def _tally(images: int, prompt_per_image: int, rule: dict | None, side: int = 51
 def test_the_issue_arithmetic_full_size_photo_on_gpt_5_4_nano() -> None:
     # "2,751 input + 112 output tokens, $0.00069" (issue 5).
     nano = PRICES["gpt-5.4-nano"]
-    line = est.cost_line(_tally(1000, 2751, nano.image_tokens), 1.0, "gpt-5.4-nano", nano, 512,
+    line = bill.cost_line(_tally(1000, 2751, nano.image_tokens), 1.0, "gpt-5.4-nano", nano, 512,
                          112, 112)
     assert line["realtime_usd_per_1000"] == pytest.approx(0.69, abs=0.0005)
     assert line["batch_usd_per_1000"] == pytest.approx(0.69 / 2, abs=0.0005)
@@ -189,7 +190,7 @@ def test_the_issue_arithmetic_full_size_photo_on_gpt_5_4_nano() -> None:
 @pytest.mark.parametrize("model", sorted(PRICES))
 def test_cost_line_per_model_from_the_price_table(model: str) -> None:
     price = PRICES[model]
-    line = est.cost_line(_tally(2000, 500, price.image_tokens), 1.0, model, price, 512, 30, 60)
+    line = bill.cost_line(_tally(2000, 500, price.image_tokens), 1.0, model, price, 512, 30, 60)
     prompt, out, worst = 2000 * 500, 2000 * 30, 2000 * 60
     realtime = (prompt * price.input + out * price.output) / 1e6
     assert line["input_tokens"] == prompt and line["output_tokens"] == out
@@ -204,7 +205,7 @@ def test_cost_line_per_model_from_the_price_table(model: str) -> None:
 
 def test_unknown_model_has_tokens_but_no_cost_and_a_warning() -> None:
     tally = _tally(10, 300, None)
-    report = est.build_report(tally.to_dict(), PRICES, est.BillSettings("my-local-vlm", 512))
+    report = bill.build_report(tally.to_dict(), PRICES, bill.BillSettings("my-local-vlm", 512))
     chosen = report["chosen"]
     assert chosen["input_tokens"] == 3000 and chosen["output_tokens"] == 300
     assert chosen["realtime_usd"] is None and chosen["batch_usd_worst"] is None
@@ -224,7 +225,7 @@ def test_prices_file_overrides_and_adds_models(tmp_path: Path) -> None:
     prices = load_prices(str(path))
     nano = prices["gpt-5.4-nano"]
     tally = _tally(100, 400, nano.image_tokens)
-    report = est.build_report(tally.to_dict(), prices, est.BillSettings(
+    report = bill.build_report(tally.to_dict(), prices, bill.BillSettings(
         "gpt-5.4-nano", 512, expected_output_tokens=20,
         compare_models=("local-llava", "gpt-4.1-nano")))
     assert report["chosen"]["realtime_usd"] == pytest.approx((40_000 * 1.0 + 2000 * 2.0) / 1e6)
@@ -237,18 +238,18 @@ def test_prices_file_overrides_and_adds_models(tmp_path: Path) -> None:
 def test_default_comparison_is_the_nearest_cheaper_and_dearer() -> None:
     costs = {"a": 1.0, "b": 2.0, "c": 3.0, "chosen": 3.5, "d": 4.0, "e": 5.0, "f": 6.0,
              "g": None}
-    assert est.default_compare_models(costs, "chosen") == ["b", "c", "d", "e"]
-    assert est.default_compare_models({**costs, "chosen": 0.5}, "chosen") == ["a", "b", "c", "d"]
-    assert est.default_compare_models({**costs, "chosen": 9.0}, "chosen") == ["c", "d", "e", "f"]
-    assert est.default_compare_models({**costs, "chosen": None}, "chosen") == ["a", "b", "c", "d"]
-    assert est.default_compare_models({"chosen": 1.0, "a": 2.0}, "chosen") == ["a"]
+    assert bill.default_compare_models(costs, "chosen") == ["b", "c", "d", "e"]
+    assert bill.default_compare_models({**costs, "chosen": 0.5}, "chosen") == ["a", "b", "c", "d"]
+    assert bill.default_compare_models({**costs, "chosen": 9.0}, "chosen") == ["c", "d", "e", "f"]
+    assert bill.default_compare_models({**costs, "chosen": None}, "chosen") == ["a", "b", "c", "d"]
+    assert bill.default_compare_models({"chosen": 1.0, "a": 2.0}, "chosen") == ["a"]
 
 
 def test_report_scales_a_sample_and_compares_max_sides() -> None:
     nano = PRICES["gpt-5.4-nano"]
     tally = _tally(8, 500, nano.image_tokens, unreadable=2).to_dict()
     tally.update(files_total=1000, sample=10)
-    report = est.build_report(tally, PRICES, est.BillSettings("gpt-5.4-nano", 512,
+    report = bill.build_report(tally, PRICES, bill.BillSettings("gpt-5.4-nano", 512,
                                                               expected_output_tokens=100))
     assert report["sample"]["scale"] == 100
     assert (report["files"], report["images"], report["unreadable"]) == (1000, 800, 200)
