@@ -1,9 +1,8 @@
 """Reading image bytes: Beam FileSystems paths (local, gs://, s3://) and guarded http(s) fetches.
 
 Fetching a URL is a request our workers make on the user's behalf, so it is guarded against
-server-side request forgery: unless allow_private is set, a target that resolves to a loopback,
-private, link-local (cloud metadata), CGNAT, multicast, reserved or unspecified address is
-refused. The check sits inside the connector's resolver, so the address that was checked is the
+server-side request forgery by the policy in beam_caption.urlguard, unless allow_private is set.
+The check sits inside the connector's resolver, so the address that was checked is the
 address that is connected to (no DNS-rebinding window), and every redirect hop passes through it
 again. IP literals skip aiohttp's resolver, so fetch_url checks those itself before each hop.
 
@@ -14,35 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from yarl import URL
 
 from beam_caption.images import ImageError
 from beam_caption.loop import get_loop_thread
+from beam_caption.urlguard import (
+    GuardedConnector,
+    GuardedResolver,
+    check_address,
+    check_hostname,
+)
 
 _READ_CHUNK = 1024 * 1024
 _STREAM_CHUNK = 64 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Names that reach metadata services or this machine without a "private" address being obvious.
-_BLOCKED_HOSTNAMES = frozenset(
-    {"localhost", "metadata", "metadata.google.internal", "metadata.goog", "instance-data",
-     "instance-data.ec2.internal"}
-)
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_METADATA_ADDRESSES = frozenset(
-    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
-)
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
 @dataclass(frozen=True)
 class FetchSettings:
     """Limits for reading one image: size cap, total time per URL, redirects, private targets."""
@@ -130,83 +122,6 @@ def is_url(uri: str) -> bool:
     return uri[:8].lower().startswith(("http://", "https://"))
 
 
-def forbidden_reason(address: str) -> str | None:
-    """Why a resolved IP address must not be fetched ("loopback", "private", ...), or None."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address):
-        # An IPv4 address embedded in IPv6 (mapped, NAT64, 6to4, Teredo) is judged as IPv4.
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return forbidden_reason(str(embedded))
-    checks = (
-        (ip in _METADATA_ADDRESSES, "cloud metadata"),
-        (ip.is_loopback, "loopback"),
-        (ip.is_link_local, "link-local"),
-        (ip.is_unspecified, "unspecified"),
-        (ip.is_multicast, "multicast"),
-        (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT, "shared (CGNAT)"),
-        (ip.is_private, "private"),
-        (ip.is_reserved, "reserved"),
-        (not ip.is_global, "non-global"),
-    )
-    return next((reason for hit, reason in checks if hit), None)
-
-
-def _check_hostname(host: str) -> None:
-    """Refuse names that point at this machine or a metadata service, before any lookup."""
-    name = host.rstrip(".").lower()
-    if name in _BLOCKED_HOSTNAMES or name.endswith(".localhost"):
-        raise ImageError("forbidden_address", f"refusing to fetch from host {name!r}", stage="read")
-
-
-def _check_address(host: str, address: str) -> None:
-    """Refuse a resolved (or literal) address that is not public."""
-    reason = forbidden_reason(address)
-    if reason:
-        raise ImageError(
-            "forbidden_address",
-            f"refusing to fetch from {host!r}: it resolves to a {reason} address ({address})",
-            stage="read",
-        )
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves with `inner`, then refuses the lookup if any address is not public.
-
-    Installed in the connector, so the connection goes to exactly the addresses checked here.
-    """
-
-    def __init__(self, inner: AbstractResolver, *, allow_private: bool) -> None:
-        self._inner = inner
-        self._allow_private = allow_private
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """Resolve `host` and check every address it maps to."""
-        if not self._allow_private:
-            _check_hostname(host)
-        results = await self._inner.resolve(host, port, family)
-        if not self._allow_private:
-            for result in results:
-                _check_address(host, result["host"])
-        return results
-
-    async def close(self) -> None:
-        """Close the wrapped resolver."""
-        await self._inner.close()
-
-
-class _GuardedConnector(aiohttp.TCPConnector):
-    """A TCPConnector whose resolver enforces the address policy (a marker for fetch_url)."""
-
-    def __init__(self, *, guards_addresses: bool, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.guards_addresses = guards_addresses
-
-
 def make_guarded_connector(
     settings: FetchSettings, resolver: AbstractResolver | None = None
 ) -> aiohttp.TCPConnector:
@@ -216,7 +131,7 @@ def make_guarded_connector(
     are checked all the same.
     """
     inner = resolver if resolver is not None else aiohttp.resolver.DefaultResolver()
-    return _GuardedConnector(
+    return GuardedConnector(
         guards_addresses=not settings.allow_private,
         resolver=GuardedResolver(inner, allow_private=settings.allow_private),
     )
@@ -291,12 +206,12 @@ def _check_target(url: URL, settings: FetchSettings) -> None:
         raise ImageError("download_failed", "URL has no host", stage="read")
     if settings.allow_private:
         return
-    _check_hostname(host)
+    check_hostname(host)
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return  # a name: GuardedResolver checks what it resolves to
-    _check_address(host, host)
+    check_address(host, host)
 
 
 def _redirect_target(url: URL, response: aiohttp.ClientResponse) -> URL:

@@ -33,13 +33,13 @@ from beam_caption.fetch import (  # _read_error: the error mapping, tested on er
     _read_error,
     close_fetchers,
     fetch_url,
-    forbidden_reason,
     make_guarded_connector,
     read_image_bytes,
     read_uri_bytes,
 )
 from beam_caption.images import ImageError
 from beam_caption.loop import LoopThread
+from beam_caption.urlguard import forbidden_reason
 
 # Classified global by Python's ipaddress (so the guard admits it) yet not a real web host; the
 # socket wrapper below redirects it to loopback, so nothing is ever sent to it.
