@@ -29,13 +29,12 @@ from beam_caption import batch_state as bs
 from beam_caption.batch_api import BatchClient, BatchInfo
 from beam_caption.client import ApiError, ChatResult, RequestSettings, parse_response
 from beam_caption.config import CaptionConfig, EndpointConfig
-from beam_caption.engine import CaptionJob, CaptionOutcome
-from beam_caption.images import PreparedImage
+from beam_caption.engine import cost_usd
 from beam_caption.pricing import ModelPrice
-from beam_caption.schema import ERRORS_SCHEMA, captions_schema, error_row
+from beam_caption.rows import caption_row, error_row, error_stage
+from beam_caption.schema import ERRORS_SCHEMA, captions_schema
 from beam_caption.sinks import SUMMARY_NAME, SummaryFn, summary_document
 from beam_caption.structured import SchemaMismatch, StructuredSpec, arrow_fields, parse_answer
-from beam_caption.transforms import caption_row
 
 _LOG = logging.getLogger(__name__)
 # Why a request has no answer, by the batch's final status (a result line's own code wins).
@@ -62,18 +61,8 @@ def caption_config(run: bs.RunRecord) -> CaptionConfig:
         structured=StructuredSpec(**rows["structured"]) if rows.get("structured") else None)
 
 
-def _image(meta: dict[str, Any]) -> PreparedImage:
-    return PreparedImage(uri=meta["uri"], image_id=meta["image_id"], jpeg=b"",
-                         width=meta["width"], height=meta["height"],
-                         sent_width=meta["sent_width"], sent_height=meta["sent_height"],
-                         bytes=meta["bytes"], source_format="", source_id=meta["source_id"])
-
-
 def _batch_cost(config: CaptionConfig, usage: Any) -> float | None:
-    if config.price is None or usage is None:
-        return None
-    return config.price.cost_usd(usage.prompt_tokens, usage.completion_tokens,
-                                 usage.cached_tokens, batch=True)
+    return cost_usd(config.price, usage, batch=True)
 
 
 def _parse_line(line: dict[str, Any] | None, status: str,
@@ -123,8 +112,9 @@ def shard_rows(config: CaptionConfig, metas: list[dict[str, Any]],
     batch_errors = tuple(batch_errors)
     for key, group in by_key.items():
         parsed = _parse_line(results.get(key), status, batch_errors)
+        payer = group[0]["uri"]
         for i, meta in enumerate(group):
-            row = (_caption(config, key, meta, parsed, first=i == 0)
+            row = (_caption(config, key, meta, parsed, payer=None if i == 0 else payer)
                    if isinstance(parsed, ChatResult)
                    else _error(config, key, meta, *parsed, first=i == 0))
             (errors if "stage" in row else captions).append(row)
@@ -132,33 +122,30 @@ def shard_rows(config: CaptionConfig, metas: list[dict[str, Any]],
 
 
 def _caption(config: CaptionConfig, key: str, meta: dict[str, Any], result: ChatResult, *,
-             first: bool) -> dict[str, Any]:
-    job = CaptionJob(image=_image(meta), request_key=key,
-                     estimated_prompt_tokens=meta["estimated_prompt_tokens"] or 0)
-    outcome = CaptionOutcome(result=result, error=None, attempts=1 if first else 0,
-                             latency_ms=None, deduplicated=not first)
-    row = caption_row(config, job, outcome, config.run_id)
-    cost = _batch_cost(config, result.usage)
-    row.update(batch=True, cost_usd=(cost if first or cost is None else 0.0))
+             payer: str | None) -> dict[str, Any]:
+    """A caption row; `payer` is the uri whose request paid when this image shares its answer."""
+    row = caption_row(meta, request_key=key, result=result, model=config.request.model,
+                      run_id=config.run_id, cost_usd=_batch_cost(config, result.usage),
+                      estimated_prompt_tokens=meta["estimated_prompt_tokens"] or 0,
+                      attempts=0 if payer else 1, latency_ms=None, batch=True,
+                      deduplicated_from=payer)
     if config.structured is not None:
         try:
             row.update(parse_answer(row["caption"] or "", config.structured))
         except SchemaMismatch as exc:
-            return _error(config, key, meta, "schema_mismatch", str(exc), None, first=first,
-                          cost_usd=row["cost_usd"])
+            return _error(config, key, meta, "schema_mismatch", str(exc), None,
+                          first=payer is None, cost=row["cost_usd"])
     return row
 
 
 def _error(config: CaptionConfig, key: str, meta: dict[str, Any], code: str, message: str,
            api_error: ApiError | None, *, first: bool,
-           cost_usd: float | None = None) -> dict[str, Any]:
-    if api_error is not None and cost_usd is None and first:
-        cost_usd = _batch_cost(config, api_error.usage)  # a billed answer (content filter)
-    stage = "response" if code in ("content_filter", "bad_response", "schema_mismatch") \
-        else "request"
-    return error_row(uri=meta["uri"], image_id=meta["image_id"], stage=stage, code=code,
-                     message=message, attempts=1 if first else 0, request_key=key,
-                     run_id=config.run_id, cost_usd=cost_usd if first else None)
+           cost: float | None = None) -> dict[str, Any]:
+    if api_error is not None and cost is None and first:
+        cost = _batch_cost(config, api_error.usage)  # a billed answer (content filter)
+    return error_row(uri=meta["uri"], image_id=meta["image_id"], stage=error_stage(code),
+                     code=code, message=message, attempts=1 if first else 0, request_key=key,
+                     run_id=config.run_id, cost_usd=cost if first else None)
 
 
 def _write_parquet(path: str, rows: list[dict], schema: pa.Schema) -> None:

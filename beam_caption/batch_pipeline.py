@@ -33,11 +33,12 @@ from apache_beam.transforms.window import GlobalWindows
 from beam_caption import batch_state as bs
 from beam_caption.batch_api import ENDPOINT, BatchClient, open_client
 from beam_caption.batch_collect import rows_record
-from beam_caption.client import build_request, request_key
+from beam_caption.client import build_request
 from beam_caption.config import BatchConfig, CaptionConfig, EndpointConfig, RunConfig
 from beam_caption.images import PreparedImage
-from beam_caption.schema import ERRORS_SCHEMA, error_row, utc_now
-from beam_caption.transforms import ERRORS, estimate_prompt_tokens, request_params
+from beam_caption.rows import error_row, utc_now
+from beam_caption.schema import ERRORS_SCHEMA
+from beam_caption.transforms import ERRORS
 
 _LOG = logging.getLogger(__name__)
 
@@ -77,14 +78,15 @@ class ShardInfo:
 def batch_item(config: CaptionConfig, image: PreparedImage) -> BatchItem:
     """The Batch API line for one prepared image; custom_id is the request_key."""
     prompt = config.prompt_for(image.prompt)
-    key = request_key(image.image_id, request_params(config, prompt))
+    key = config.request_key(image.image_id, image.prompt)
     body = build_request(config.request, image.jpeg, prompt)
     line = json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body},
                       separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     meta = {"request_key": key, "uri": image.uri, "image_id": image.image_id,
             "source_id": image.source_id, "width": image.width, "height": image.height,
             "sent_width": image.sent_width, "sent_height": image.sent_height,
-            "bytes": image.bytes, "estimated_prompt_tokens": estimate_prompt_tokens(config, image)}
+            "bytes": image.bytes, "estimated_prompt_tokens": config.estimated_prompt_tokens(
+                (image.sent_width, image.sent_height), image.prompt)}
     return BatchItem(key, line, meta)
 
 

@@ -7,21 +7,27 @@ path), resolved on the worker in DoFn.setup (beam_caption.keys).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from beam_caption.client import RequestSettings
+from beam_caption import tokens
+from beam_caption.client import RequestSettings, request_key
 from beam_caption.errors import ConfigError
 from beam_caption.fetch import FetchSettings
 from beam_caption.images import PrepareSettings
+from beam_caption.journal import run_journal_dir
 from beam_caption.options import DEFAULT_BASE_URL, DEFAULT_PROMPT
 from beam_caption.pricing import ModelPrice, load_prices
 from beam_caption.progress import ProgressSettings
+from beam_caption.run_state import RunSettings
 from beam_caption.secrets import secret_version_name
 from beam_caption.structured import StructuredSpec, load_spec
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    """Everything CaptionImages needs: request, endpoint, limits, prices."""
+    """Everything CaptionImages needs: request, endpoint, limits, price, and where answers go."""
 
     request: RequestSettings
     endpoint: EndpointConfig
@@ -83,23 +89,55 @@ class CaptionConfig:
     progress_interval_s: float = 10.0
     expected_images: int | None = None
     structured: StructuredSpec | None = None
-    progress_dir: str | None = None  # local runs: where workers leave progress snapshots
+    # Local runs: the launcher's folder for progress snapshots and the interrupt flag.
+    control_dir: str | None = None
+    # Where each worker process appends the answers it paid for, as they arrive (journal.py);
+    # None keeps answers only in the pipeline (a composed pipeline that writes them itself).
+    journal_dir: str | None = None
+    # After Ctrl-C, requests already in flight get this long to bring their answers home.
+    interrupt_grace_s: float = 30.0
+    # Settings that change the image sent, hence the answer; part of the request key.
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
 
     @property
     def progress_settings(self) -> ProgressSettings:
         """How workers report progress."""
-        return ProgressSettings(self.progress_interval_s, self.expected_images, self.progress_dir)
+        return ProgressSettings(self.progress_interval_s, self.expected_images, self.control_dir)
 
     def prompt_for(self, row_prompt: str | None) -> str | None:
         """The prompt to send for an image whose manifest row has `row_prompt` (None: default)."""
         if row_prompt is None:
             return None
         return row_prompt + (self.structured.prompt_suffix() if self.structured else "")
-    # Settings that change the image sent, hence the answer; part of the request key.
-    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+
+    def request_key(self, image_id: str, row_prompt: str | None = None) -> str:
+        """The one request_key derivation: the image's sha256 plus everything that shapes the
+        answer (model, prompt, generation and preparation settings)."""
+        params = {**self.request.key_params(self.prompt_for(row_prompt)),
+                  "max_side": self.prepare.max_side, "jpeg_quality": self.prepare.jpeg_quality}
+        return request_key(image_id, params)
+
+    def estimated_prompt_tokens(self, sent_size: tuple[int, int],
+                                row_prompt: str | None = None) -> int:
+        """Prompt tokens one image's request should cost, by the published rules."""
+        req = self.request
+        texts = [t for t in (req.system_prompt, self.prompt_for(row_prompt) or req.prompt) if t]
+        rule = self.price.image_tokens if self.price else None
+        return tokens.prompt_tokens(rule, texts, len(texts), [sent_size], req.detail)
+
+    def run_settings(self) -> RunSettings:
+        """What a worker process keeps about this run (spend share, journal, interrupt flag)."""
+        share = self.max_cost_usd / self.limits.workers if self.max_cost_usd else None
+        return RunSettings(run_id=self.run_id, spend_share_usd=share,
+                           max_cost_usd=self.max_cost_usd, journal_dir=self.journal_dir,
+                           control_dir=self.control_dir, grace_s=self.interrupt_grace_s,
+                           abort_after_identical_failures=(
+                               self.limits.abort_after_identical_failures),
+                           progress=self.progress_settings)
 
     def engine_key(self) -> tuple[Any, ...]:
-        """Identity of the per-process engine: DoFns with equal keys share one engine."""
+        """Identity of the per-process engine: DoFns with equal keys share one engine (the
+        transport and the pacing; requests, prices and budgets stay per job)."""
         return (self.endpoint, self.limits, self.request.model)
 
 
@@ -153,10 +191,14 @@ def _model_price(model: str, prices_path: str | None) -> ModelPrice | None:
     return load_prices(prices_path).get(model)
 
 
-def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | None = None,
-                     expected_images: int | None = None, progress_dir: str | None = None
-                     ) -> RunConfig:
-    """Validate the parsed flags once into a RunConfig; raises ConfigError on bad values."""
+def build_run_config(args: argparse.Namespace, *, workers: int | None,
+                     base_url: str | None = None, expected_images: int | None = None,
+                     control_dir: str | None = None) -> RunConfig:
+    """Validate the parsed flags once into a RunConfig; raises ConfigError on bad values.
+
+    `workers`: how many worker processes will send requests (None: the runner's options do not
+    say); `control_dir`: a local run's folder for progress snapshots and the interrupt flag.
+    """
     if not args.input and not args.manifest:
         raise ConfigError("give at least one --input URI/glob or a --manifest file")
     if args.temperature is not None and _is_reasoning_model(args.model, args.prices):
@@ -181,27 +223,46 @@ def build_run_config(args: argparse.Namespace, *, workers: int, base_url: str | 
                               api_key_secret=_api_key_secret(args),
                               request_timeout_s=args.request_timeout or 120.0)
     limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
-                          workers=args.workers_hint or workers, max_attempts=args.max_attempts,
-                          retry_deadline_s=args.retry_deadline)
+                          workers=_worker_processes(args, workers),
+                          max_attempts=args.max_attempts, retry_deadline_s=args.retry_deadline)
     price = _model_price(args.model, args.prices)
     if args.max_cost_usd and price is None:
         raise ConfigError(f"--max-cost-usd needs a price for {args.model}: add it with --prices")
-    caption = CaptionConfig(request=request, endpoint=endpoint, limits=limits, price=price,
-                            dedupe=args.dedupe, run_id=new_run_id(), prepare=prepare,
-                            max_cost_usd=args.max_cost_usd or None,
-                            # Local runs show one live total instead of a line per worker.
-                            progress_interval_s=0.0 if progress_dir else args.progress_interval,
-                            expected_images=expected_images, structured=structured,
-                            progress_dir=progress_dir)
     if args.resume and args.overwrite:
         raise ConfigError("--resume keeps the output and --overwrite replaces it: choose one")
     output = args.output.rstrip("/")
+    run_id = new_run_id()
+    caption = CaptionConfig(request=request, endpoint=endpoint, limits=limits, price=price,
+                            dedupe=args.dedupe, run_id=run_id, prepare=prepare,
+                            max_cost_usd=args.max_cost_usd or None,
+                            # Local runs show one live total instead of a line per worker.
+                            progress_interval_s=0.0 if control_dir else args.progress_interval,
+                            expected_images=expected_images, structured=structured,
+                            control_dir=control_dir, interrupt_grace_s=args.interrupt_grace,
+                            journal_dir=run_journal_dir(output, run_id))
     skip = tuple(d.rstrip("/") for d in (args.incremental or ()))
     return RunConfig(inputs=tuple(args.input or ()), manifest=args.manifest, output=output,
                      overwrite=args.overwrite, prepare=prepare, fetch=fetch, caption=caption,
                      simulate=args.simulate, resume=args.resume,
                      skip_done_in=((output,) if args.resume else ()) + skip,
                      prompt_column=args.prompt_column, batch=_batch_config(args))
+
+
+def _worker_processes(args: argparse.Namespace, known: int | None) -> int:
+    """The processes that share --rpm/--tpm/--max-cost-usd; refuses a cap it cannot divide."""
+    if args.workers_hint:
+        return args.workers_hint
+    if known is not None:
+        return known
+    if args.max_cost_usd:
+        raise ConfigError("--max-cost-usd needs the number of worker processes to divide the cap "
+                          "among them, and this runner's options do not fix it: pass "
+                          "--max_num_workers (and --machine_type), or --workers-hint N with the "
+                          "most worker processes the job may run")
+    if args.rpm or args.tpm:
+        _LOG.warning("the number of worker processes is unknown (no --max_num_workers and no "
+                     "--workers-hint): each process assumes it has the whole --rpm/--tpm")
+    return 1
 
 
 def _batch_config(args: argparse.Namespace) -> BatchConfig:

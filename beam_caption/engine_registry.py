@@ -2,7 +2,8 @@
 
 A module-level dict under a lock, not apache_beam.utils.shared.Shared: Shared keeps only weak
 references and only the most recently acquired object alive (DESIGN.md). Reference counts let the
-last DoFn to leave close the engine's session.
+last DoFn to leave close the engine's session. Nothing a run must remember lives in an engine (see
+run_state.py), so closing one and starting another later loses no spend share and no answer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from beam_caption.keys import resolve_api_key
 from beam_caption.loop import get_loop_thread
 
 _engines: dict[tuple[object, ...], tuple[AsyncEngine, int]] = {}
+_keys: dict[int, tuple[object, ...]] = {}  # id(engine) -> its registry key
 _engines_lock = threading.Lock()
 
 
@@ -26,19 +28,21 @@ def acquire_engine(config: CaptionConfig) -> AsyncEngine:
         if entry is None:
             api_key = resolve_api_key(config.endpoint.api_key_env, config.endpoint.api_key_file,
                                       config.endpoint.api_key_secret)
-            engine = AsyncEngine(config, get_loop_thread("engine"), api_key)
+            engine = AsyncEngine(config.endpoint, config.limits, get_loop_thread("engine"),
+                                 api_key)
             engine.open()
             entry = (engine, 0)
         engine, refs = entry
         _engines[key] = (engine, refs + 1)
+        _keys[id(engine)] = key
         return engine
 
 
 def release_engine(engine: AsyncEngine) -> None:
     """Drop one reference; the last one closes the engine's session."""
-    key = engine.config.engine_key()
     with _engines_lock:
-        entry = _engines.get(key)
+        key = _keys.get(id(engine))
+        entry = _engines.get(key) if key is not None else None
         if entry is None or entry[0] is not engine:
             return
         refs = entry[1] - 1
@@ -46,11 +50,5 @@ def release_engine(engine: AsyncEngine) -> None:
             _engines[key] = (engine, refs)
             return
         del _engines[key]
+        del _keys[id(engine)]
     engine.close()
-
-
-def find_engine(config: CaptionConfig) -> AsyncEngine | None:
-    """The live engine for `config` in this process, if any (lets other DoFns see a stop)."""
-    with _engines_lock:
-        entry = _engines.get(config.engine_key())
-        return entry[0] if entry else None

@@ -174,7 +174,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def run_pipeline(options: PipelineOptions, refs: ExpandInputs, spec: est.TokenSpec,
                  sample: int | None, tally_path: str) -> dict[str, Any]:
     """ExpandInputs -> EstimateTokens -> one JSON file; waits and returns the tally dict."""
-    p = beam.Pipeline(runner=pl.make_runner(options), options=options)
+    runner, run_options = pl.make_runner(options)
+    p = beam.Pipeline(runner=runner, options=run_options)
     _ = (p
          | "ExpandInputs" >> refs
          | "EstimateTokens" >> est.EstimateTokens(spec, sample)

@@ -163,6 +163,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "when its share (cap / expected processes) is spent; unsent images become "
            "budget_exceeded error rows that --resume picks up (0 = no cap)", ENGINE,
            type=_non_negative_float, default=0.0, metavar="USD"),
+    Option("--interrupt-grace", "after Ctrl-C (or SIGTERM), seconds that requests already in "
+           "flight get to bring their answers home before the run writes what it has and "
+           "stops; a second Ctrl-C stops at once", ENGINE, type=_non_negative_float,
+           default=30.0, metavar="S"),
     Option("--progress-interval", "seconds between progress log lines per worker process "
            "(0 = none)", ENGINE, type=_non_negative_float, default=10.0, metavar="S"),
     Option("--prices", "a JSON price table that overrides or adds models (same shape as "

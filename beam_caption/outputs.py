@@ -9,6 +9,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.errors import ConfigError
+from beam_caption.journal import journal_files
+from beam_caption.resume import AnswerSources
 from beam_caption.sinks import OUTPUT_GLOBS
 from beam_caption.sources import describe_io_error
 
@@ -16,7 +18,7 @@ _LOG = logging.getLogger(__name__)
 
 
 def existing_outputs(output: str) -> list[str]:
-    """Paths of earlier captions, errors and summary files in `output`."""
+    """Paths of earlier captions, errors, summary and answer journal files in `output`."""
     patterns = [FileSystems.join(output, g) for g in OUTPUT_GLOBS]
     try:
         results = FileSystems.match(patterns)
@@ -26,14 +28,15 @@ def existing_outputs(output: str) -> list[str]:
     found: list[str] = []
     for result in results:
         found.extend(meta.path for meta in result.metadata_list)
-    return sorted(found)
+    return sorted(found + journal_files(output))
 
 
 def prepare_output(output: str, *, overwrite: bool, resume: bool = False) -> tuple[str, ...]:
     """Check `output` before a run; returns the earlier error files a resumed run replaces.
 
     A non-empty output is refused unless `overwrite` (its files are deleted now) or `resume`
-    (its captions stay; its error files are replaced once the new run has written its own).
+    (its captions stay; its error files are replaced once the new run has written its own, which
+    carries over their billed rows; its answer journal is folded in).
     """
     earlier = existing_outputs(output)
     if not earlier:
@@ -41,18 +44,28 @@ def prepare_output(output: str, *, overwrite: bool, resume: bool = False) -> tup
     if resume:
         return tuple(p for p in earlier if _basename(p).startswith("errors-"))
     if not overwrite:
-        raise ConfigError(f"--output {output} already holds {len(earlier)} output files; pass "
-                          "--resume to caption only what is missing, or --overwrite to replace "
-                          "them")
+        journaled = " (answers of an interrupted run among them)" if journal_files(output) else ""
+        raise ConfigError(f"--output {output} already holds {len(earlier)} output files"
+                          f"{journaled}; pass --resume to caption only what is missing, or "
+                          "--overwrite to replace them")
     _LOG.info("deleting %d files of an earlier run in %s", len(earlier), output)
     FileSystems.delete(earlier)
     return ()
 
 
-def has_captions(output: str) -> bool:
-    """True when `output` holds at least one captions-*.parquet file."""
-    pattern = FileSystems.join(output, "captions-*.parquet")
-    return bool(FileSystems.match([pattern], limits=[1])[0].metadata_list)
+def _any(output: str, glob: str) -> bool:
+    try:
+        return bool(FileSystems.match([FileSystems.join(output, glob)],
+                                      limits=[1])[0].metadata_list)
+    except Exception:  # a folder that does not exist yet
+        return False
+
+
+def answer_sources(output: str) -> AnswerSources:
+    """Where `output` keeps answers: captions tables, error tables, an answer journal."""
+    return AnswerSources(output, captions=_any(output, "captions-*.parquet"),
+                         errors=_any(output, "errors-*.parquet"),
+                         journal=bool(journal_files(output)))
 
 
 def _basename(path: str) -> str:

@@ -6,30 +6,28 @@ ExpandInputs -> Reshuffle -> PrepareImages -> CaptionImages -> WriteCaptions.
 
 from __future__ import annotations
 
-import multiprocessing
-import re
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DirectOptions,
-    GoogleCloudOptions,
     PipelineOptions,
     StandardOptions,
-    WorkerOptions,
 )
 
 from beam_caption.batch_pipeline import submit_batches
 from beam_caption.config import RunConfig
-from beam_caption.resume import SkipDone
+from beam_caption.local_run import local_runner
+from beam_caption.resume import AnswerSources, CarriedRows, SkipDone
 from beam_caption.schema import captions_schema
 from beam_caption.sinks import WriteCaptions
 from beam_caption.sources import ExpandInputs
 from beam_caption.structured import arrow_fields
 from beam_caption.transforms import CaptionImages, PrepareImages
+from beam_caption.worker_count import expected_worker_processes, is_local
 
-LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "PrismRunner")
-
+__all__ = ["build_pipeline", "expected_worker_processes", "is_local", "make_runner",
+           "pipeline_options"]
 
 def pipeline_options(beam_flags: list[str]) -> PipelineOptions:
     """Beam options from the pass-through flags, with local defaults that use every core.
@@ -49,51 +47,35 @@ def pipeline_options(beam_flags: list[str]) -> PipelineOptions:
     return PipelineOptions(flags)
 
 
-def is_local(options: PipelineOptions) -> bool:
-    """True when the job runs on this machine."""
-    runner = options.view_as(StandardOptions).runner
-    return runner is None or runner.rsplit(".", 1)[-1] in LOCAL_RUNNERS
-
-
-def make_runner(options: PipelineOptions) -> Any:
-    """The runner to use: FnApiRunner for local runs, else whatever --runner names."""
+def make_runner(options: PipelineOptions) -> tuple[Any, PipelineOptions]:
+    """(runner, options to run with): FnApiRunner with Ctrl-C-proof workers for local runs
+    (local_run.py), else whatever --runner names."""
     if is_local(options):
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        return FnApiRunner()
-    return options.view_as(StandardOptions).runner
-
-
-def expected_worker_processes(options: PipelineOptions) -> int:
-    """How many processes will send requests at once, to divide --rpm/--tpm/--max-cost-usd."""
-    if is_local(options):
-        direct = options.view_as(DirectOptions)
-        if direct.direct_running_mode != "multi_processing":
-            return 1
-        return direct.direct_num_workers or multiprocessing.cpu_count()
-    workers = options.view_as(WorkerOptions)
-    machines = workers.max_num_workers or workers.num_workers or 1
-    # Dataflow runs one Python SDK process per vCPU; machine types end in their vCPU count.
-    match = re.search(r"-(\d+)$", workers.machine_type or "")
-    return machines * (int(match.group(1)) if match else 1)
+        return local_runner(options)
+    return options.view_as(StandardOptions).runner, options
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
-                   skip_done_in: tuple[str, ...] = (), supersede: tuple[str, ...] = ()
-                   ) -> beam.PCollection:
+                   answered: tuple[AnswerSources, ...] = (), carry: AnswerSources | None = None,
+                   supersede: tuple[str, ...] = (), journals: tuple[str, ...] = (),
+                   checkpoint: bool = True) -> beam.PCollection:
     """Add the whole caption job to `pipeline`; returns the summary-path PCollection
     (in batch mode: the run id, once its batches are submitted).
 
-    `skip_done_in`: outputs with captions whose request_keys are not sent again (resume).
-    `supersede`: earlier error files, deleted once this run's files are written.
+    `answered`: earlier outputs whose answers are not sent again (--resume, --incremental);
+    `carry`: the resumed output, whose journal rows and billed error rows this run writes again;
+    `supersede`: earlier error files, deleted once this run's files are written;
+    `journals`: earlier runs' journals to delete then (this run's own always goes);
+    `checkpoint`: a Reshuffle after the paid calls (runners that retry fused bundles).
     """
     run_id = config.caption.run_id
     refs = pipeline | "ExpandInputs" >> ExpandInputs(list(config.inputs), config.manifest,
                                                      prompt_column=config.prompt_column)
-    if skip_done_in:
-        refs = refs | "SkipDone" >> SkipDone(skip_done_in, config.fetch, config.caption)
-    prepared = refs | "PrepareImages" >> PrepareImages(config.prepare, config.fetch,
-                                                       run_id=run_id, caption=config.caption)
+    if answered:
+        refs = refs | "SkipDone" >> SkipDone(answered, config.fetch, config.caption)
+    prepared = refs | "PrepareImages" >> PrepareImages(
+        config.prepare, config.fetch, run_id=run_id,
+        progress=config.caption.progress_settings)
     run_info = {"run_id": run_id, "model": config.caption.request.model,
                 "prompt": config.caption.request.prompt,
                 "base_url": config.caption.endpoint.base_url,
@@ -102,14 +84,17 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
     if config.batch.enabled:
         # Shard files + one submission step; rows and the summary come from `batch collect`.
         return submit_batches(prepared, config, run_info, supersede=supersede)
-    captioned = prepared.images | "CaptionImages" >> CaptionImages(config.caption)
-    errors = (prepared.errors, captioned.errors) | "AllErrors" >> beam.Flatten()
+    captioned = prepared.images | "CaptionImages" >> CaptionImages(config.caption,
+                                                                   checkpoint=checkpoint)
+    captions, errors = [captioned.captions], [prepared.errors, captioned.errors]
+    if carry is not None:
+        carried = pipeline | "CarriedRows" >> CarriedRows(carry)
+        captions.append(carried.captions)
+        errors.append(carried.errors)
     spec = config.caption.structured
     schema = captions_schema(arrow_fields(spec.schema) if spec else None)
-    return (captioned.captions, errors) | "WriteCaptions" >> WriteCaptions(
-        config.output, run_info, schema=schema, supersede=supersede)
-
-
-def project_of(options: PipelineOptions) -> str | None:
-    """The GCP project named in the options, if any."""
-    return options.view_as(GoogleCloudOptions).project
+    return ((tuple(captions) | "AllCaptions" >> beam.Flatten(),
+             tuple(errors) | "AllErrors" >> beam.Flatten())
+            | "WriteCaptions" >> WriteCaptions(config.output, run_info, schema=schema,
+                                               supersede=supersede,
+                                               journals=(*journals, run_id)))

@@ -6,23 +6,30 @@ import argparse
 import contextlib
 import json
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_caption import batch_cli
 from beam_caption import pipeline as pl
 from beam_caption.batch_state import check_output as check_batch_output
 from beam_caption.config import RunConfig, build_run_config
 from beam_caption.errors import ConfigError
+from beam_caption.journal import journal_runs
 from beam_caption.keys import is_loopback_url, resolve_api_key
 from beam_caption.live import LiveProgress
+from beam_caption.local_run import EXIT_INTERRUPTED, run_local
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
-from beam_caption.outputs import has_captions, prepare_output, print_preview, stop_message
+from beam_caption.outputs import answer_sources, prepare_output, print_preview, stop_message
+from beam_caption.resume import AnswerSources
+from beam_caption.run_state import INTERRUPTED
 from beam_caption.sinks import SUMMARY_NAME
 from beam_caption.sources import check_inputs, count_inputs
 
@@ -53,8 +60,12 @@ EPILOG = """examples:
 query the result:
   duckdb -c "select uri, caption, cost_usd from 'out/demo/captions-*.parquet' limit 5"
 
+Ctrl-C (or SIGTERM) stops sending, lets the requests in flight finish (--interrupt-grace), writes
+every answer and exits 130; run the same command with --resume to caption the rest. A second
+Ctrl-C quits at once: the answers already received are kept in OUTPUT/_journal/ for --resume.
+
 exit codes: 0 done (error rows are data, see errors-*.parquet); 1 the run stopped early (bad key,
-no quota); 2 a bad flag or input."""
+no quota, spend cap); 2 a bad flag or input; 130 interrupted."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,36 +83,73 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     local = pl.is_local(options)
     check_inputs(list(args.input or ()), args.manifest)
     expected = count_inputs(list(args.input or ()), args.manifest) if local else None
+    workers, how = pl.expected_worker_processes(options)
     with _endpoint(args) as base_url, tempfile.TemporaryDirectory(
-            prefix="beam-caption-progress-") as progress_dir:
-        config = build_run_config(args, workers=pl.expected_worker_processes(options),
-                                  base_url=base_url, expected_images=expected,
-                                  progress_dir=progress_dir if local else None)
+            prefix="beam-caption-control-") as control_dir:
+        config = build_run_config(args, workers=workers, base_url=base_url,
+                                  expected_images=expected,
+                                  control_dir=control_dir if local else None)
+        if args.max_cost_usd or args.rpm or args.tpm:
+            _LOG.info("--rpm/--tpm/--max-cost-usd are divided among %d worker processes (%s)",
+                      config.caption.limits.workers,
+                      "--workers-hint" if args.workers_hint else how)
         _check_key(config, local)
-        for earlier in config.skip_done_in:
-            if earlier != config.output and not has_captions(earlier):
-                raise ConfigError(f"--incremental {earlier} holds no captions-*.parquet")
         if config.batch.enabled and config.simulate and not config.batch.wait:
             raise ConfigError("--simulate stops its simulator, and its batches, when this "
                               "command ends: use --wait, or start `beam-caption simulate` and "
                               "pass --base-url")
+        answered = _answered_outputs(config)
         # Batches still open in this output would be sent (and paid for) twice.
         check_batch_output(config.output, overwrite=config.overwrite)
         supersede = prepare_output(config.output, overwrite=config.overwrite,
                                    resume=config.resume)
-        skip = tuple(d for d in config.skip_done_in if d != config.output or has_captions(d))
+        carry = next((a for a in answered if a.output == config.output), None)
+        journals = journal_runs(config.output) if config.resume else ()
         if config.caption.price is None:
             _LOG.warning("no price for model %s in the price table: cost columns will be null "
                          "(add it with --prices FILE)", config.caption.request.model)
-        live = LiveProgress(progress_dir, expected, args.progress_interval) if local else None
-        return _run(config, options, live, skip, supersede)
+        live = LiveProgress(control_dir, expected, args.progress_interval) if local else None
+        job = _Job(config, answered, carry if config.resume else None, supersede, journals)
+        return _run(job, options, live)
 
 
-def _run(config: RunConfig, options: beam.options.pipeline_options.PipelineOptions,
-         live: LiveProgress | None, skip: tuple[str, ...], supersede: tuple[str, ...]) -> int:
+@dataclass(frozen=True)
+class _Job:
+    """What the launcher decided about the output before building the graph."""
+
+    config: RunConfig
+    answered: tuple[AnswerSources, ...]  # outputs whose answers are not sent again
+    carry: AnswerSources | None  # the resumed output's journal and billed errors
+    supersede: tuple[str, ...]  # earlier error files this run's errors replace
+    journals: tuple[str, ...]  # earlier runs' journals this run folds in, deleted at the end
+
+
+def _answered_outputs(config: RunConfig) -> tuple[AnswerSources, ...]:
+    """The earlier outputs whose answers this run must not pay for again."""
+    found = []
+    for earlier in config.skip_done_in:
+        source = answer_sources(earlier)
+        if earlier != config.output:
+            if not source.captions:
+                raise ConfigError(f"--incremental {earlier} holds no captions-*.parquet")
+            if source.journal:
+                _LOG.warning("--incremental %s holds answers of an interrupted run that are not "
+                             "in its tables yet: resume it first (beam-caption run ... --output "
+                             "%s --resume), or they are sent again here", earlier, earlier)
+                source = source._replace(journal=False)
+        if source.captions or source.errors or source.journal:
+            found.append(source)
+    return tuple(found)
+
+
+def _run(job: _Job, options: PipelineOptions, live: LiveProgress | None) -> int:
+    config = job.config
     started = time.monotonic()
-    p = beam.Pipeline(runner=pl.make_runner(options), options=options)
-    pl.build_pipeline(p, config, skip_done_in=skip, supersede=supersede)
+    runner, run_options = pl.make_runner(options)
+    p = beam.Pipeline(runner=runner, options=run_options)
+    pl.build_pipeline(p, config, answered=job.answered, carry=job.carry,
+                      supersede=job.supersede, journals=job.journals,
+                      checkpoint=live is None)
     _LOG.info("run %s: model %s, endpoint %s, output %s", config.caption.run_id,
               config.caption.request.model, config.caption.endpoint.base_url, config.output)
     if config.batch.enabled:
@@ -111,12 +159,20 @@ def _run(config: RunConfig, options: beam.options.pipeline_options.PipelineOptio
         p.run()  # a remote runner: the launcher starts the job and returns
         _LOG.info("job submitted; follow it in the runner's console")
         return 0
+    assert config.caption.control_dir is not None
     with live:
-        result = p.run()
-        result.wait_until_finish()
+        result, interrupted = run_local(p, control_dir=config.caption.control_dir,
+                                        grace_s=config.caption.interrupt_grace_s,
+                                        output=config.output)
     counters = _beam_counters(result)
     summary = _augment_summary(config.output, counters, time.monotonic() - started)
     print_preview(config.output, summary)
+    if interrupted:
+        left = summary["errors_by_code"].get(INTERRUPTED, 0)
+        print(f"beam-caption: interrupted: {summary['captions']} captions are written to "
+              f"{config.output}; {left} images were not captioned: run the same command with "
+              "--resume to caption them", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if counters.get("run_stopped"):
         print(f"beam-caption: stopped early: {stop_message(config.output)}")
         return 1

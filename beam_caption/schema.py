@@ -1,13 +1,10 @@
-"""The Parquet schemas of the captions and errors tables, and the functions that build their rows.
+"""The Parquet schemas of the captions and errors tables (rows.py builds their rows).
 
 docs/SCHEMA.md documents every column; tests/integration checks that DuckDB reads the files with
 no casts. Rows are plain dicts so Beam can move them between workers cheaply.
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
-from typing import Any
 
 import pyarrow as pa
 
@@ -30,6 +27,7 @@ CAPTIONS_SCHEMA = pa.schema([
     pa.field("cost_usd", pa.float64()),
     pa.field("batch", pa.bool_(), nullable=False),
     pa.field("deduplicated", pa.bool_(), nullable=False),
+    pa.field("deduplicated_from", pa.string()),
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
     pa.field("sent_width", pa.int32()),
@@ -57,15 +55,6 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("created_at", TIMESTAMP, nullable=False),
 ])
 
-# The small, stable set of stages an error row can come from.
-ERROR_STAGES = ("read", "decode", "request", "response", "budget", "internal")
-
-
-def utc_now() -> datetime:
-    """The current time as an aware UTC datetime (what created_at holds)."""
-    return datetime.now(UTC)
-
-
 def captions_schema(extra: list[pa.Field] | None = None) -> pa.Schema:
     """The captions schema, plus typed answer columns from --schema."""
     if not extra:
@@ -75,14 +64,3 @@ def captions_schema(extra: list[pa.Field] | None = None) -> pa.Schema:
         raise ConfigError(f"--schema properties {clash} collide with built-in caption columns; "
                           "rename them")
     return pa.schema(list(CAPTIONS_SCHEMA) + list(extra))
-
-
-def error_row(*, uri: str, stage: str, code: str, message: str, image_id: str | None = None,
-              attempts: int = 0, request_key: str | None = None, run_id: str | None = None,
-              cost_usd: float | None = None) -> dict[str, Any]:
-    """One errors-table row; `message` is truncated so one bad file cannot bloat the table."""
-    if stage not in ERROR_STAGES:
-        raise ValueError(f"unknown error stage {stage!r}")
-    return {"uri": uri, "image_id": image_id, "stage": stage, "code": code,
-            "message": message[:2000], "attempts": attempts, "request_key": request_key,
-            "cost_usd": cost_usd, "run_id": run_id, "created_at": utc_now()}

@@ -15,6 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from beam_caption.journal import delete_journals
 from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
 
 SUMMARY_NAME = "run-summary.json"
@@ -23,11 +24,22 @@ OUTPUT_GLOBS = ("captions-*.parquet", "errors-*.parquet", SUMMARY_NAME, "report.
 
 
 class SummaryFn(beam.CombineFn):
-    """Folds ("caption", row) and ("error", row) pairs into the run's totals."""
+    """Folds ("caption", row) and ("error", row) pairs into the run's totals.
+
+    A deduplicated row keeps its answer's real cost, but the money is counted once, on the row
+    whose request paid. Rows written again from an earlier, interrupted run's journal (their
+    run_id is not `run_id`) are counted in `carried_over`, and their cost in the totals: it was
+    paid, and no earlier summary reported it.
+    """
+
+    def __init__(self, run_id: str | None = None) -> None:
+        super().__init__()
+        self._run_id = run_id
 
     def create_accumulator(self) -> dict[str, Any]:
         """An empty tally."""
-        return {"captions": 0, "errors": 0, "deduplicated": 0, "errors_by_code": Counter(),
+        return {"captions": 0, "errors": 0, "deduplicated": 0, "carried_over": 0,
+                "errors_by_code": Counter(),
                 "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
                 "reasoning_tokens": 0, "estimated_prompt_tokens": 0, "billed_prompt_tokens": 0,
                 "cost_usd": 0.0, "cost_known": True, "attempts": 0, "latency_ms_sum": 0.0,
@@ -40,6 +52,8 @@ class SummaryFn(beam.CombineFn):
         acc["first"] = min(acc["first"] or created, created)
         acc["last"] = max(acc["last"] or created, created)
         acc["attempts"] += row.get("attempts") or 0
+        if self._run_id and row.get("run_id") not in (None, self._run_id):
+            acc["carried_over"] += 1
         if kind == "error":
             acc["errors"] += 1
             acc["errors_by_code"][row["code"]] += 1
@@ -90,6 +104,7 @@ def summary_document(acc: dict[str, Any]) -> dict[str, Any]:
         "captions": acc["captions"],
         "errors": acc["errors"],
         "deduplicated": acc["deduplicated"],
+        "carried_over": acc.get("carried_over", 0),
         "errors_by_code": dict(sorted(acc["errors_by_code"].items())),
         "tokens": {
             "prompt": acc["prompt_tokens"], "completion": acc["completion_tokens"],
@@ -123,11 +138,15 @@ def _write_summary(summary: dict[str, Any], output: str, run_info: dict[str, Any
     return path
 
 
-def _delete_files(summary_path: str, paths: tuple[str, ...]) -> str:
-    """Delete earlier error files that this run's errors table replaces; keep going if gone."""
+def _delete_files(summary_path: str, paths: tuple[str, ...], output: str,
+                  journals: tuple[str, ...]) -> str:
+    """After the tables and the summary are written: delete the earlier error files this run's
+    errors table replaces, and the answer journals whose rows are now in Parquet."""
     existing = [p for p in paths if FileSystems.exists(p)]
     if existing:
         FileSystems.delete(existing)
+    if journals:
+        delete_journals(output, journals)
     return summary_path
 
 
@@ -139,12 +158,16 @@ class WriteCaptions(beam.PTransform):
     """Writes caption rows and error rows as zstd Parquet, then the run summary."""
 
     def __init__(self, output: str, run_info: dict[str, Any], *,
-                 schema: pa.Schema = CAPTIONS_SCHEMA, supersede: tuple[str, ...] = ()) -> None:
+                 schema: pa.Schema = CAPTIONS_SCHEMA, supersede: tuple[str, ...] = (),
+                 journals: tuple[str, ...] = ()) -> None:
+        """`supersede`: earlier error files to delete once this run's are written; `journals`:
+        run ids whose answer journals (journal.py) to delete then, this run's included."""
         super().__init__()
         self._output = output
         self._run_info = run_info
         self._schema = schema
         self._supersede = supersede
+        self._journals = journals
 
     def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
         """`(captions, errors) | WriteCaptions(...)`; returns the summary path."""
@@ -162,10 +185,11 @@ class WriteCaptions(beam.PTransform):
             (captions | "TagCaptions" >> beam.Map(lambda row: ("caption", row)),
              errors | "TagErrors" >> beam.Map(lambda row: ("error", row)))
             | "AllRows" >> beam.Flatten())
-        summary = tagged | "Summarize" >> beam.CombineGlobally(SummaryFn())
+        summary = tagged | "Summarize" >> beam.CombineGlobally(SummaryFn(run_id))
         written = summary | "WriteSummary" >> beam.Map(
             _write_summary, self._output, self._run_info,
             beam.pvalue.AsList(caption_files), beam.pvalue.AsList(error_files))
-        if not self._supersede:
+        if not self._supersede and not self._journals:
             return written
-        return written | "DropSupersededErrors" >> beam.Map(_delete_files, self._supersede)
+        return written | "DropSupersededFiles" >> beam.Map(
+            _delete_files, self._supersede, self._output, self._journals)

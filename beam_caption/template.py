@@ -44,6 +44,7 @@ NOT_TEMPLATE_PARAMETERS: dict[str, str] = {
     "--prices": "a local file; the launcher container has only the built-in price table",
     "--wait": "a template launcher starts the job and returns; `beam-caption batch collect` waits",
     "--poll-interval": "only used while a launcher waits for batches, which a template never does",
+    "--interrupt-grace": "Ctrl-C reaches local runs only; a Dataflow job is drained or cancelled",
 }
 
 _ANY_TEXT = r"[^\n\r]+"

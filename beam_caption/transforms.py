@@ -5,11 +5,17 @@ CaptionImages is public and composable, the way RunInference is used:
     prepared = refs | PrepareImages(prepare_settings, fetch_settings, run_id=...)
     captioned = prepared.images | CaptionImages(caption_config)
     captioned.captions, captioned.errors    # dict rows, schemas in beam_caption.schema
+
+Each answer's row is built and journaled (journal.py) on the engine's loop the moment the answer
+arrives, before the DoFn sees it: an answer is persisted within seconds by the process that paid
+for it, whatever happens to the bundle afterwards.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -19,20 +25,23 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_caption import metrics as m
-from beam_caption import tokens
-from beam_caption.client import ApiError, request_key
+from beam_caption import rows
+from beam_caption.client import build_request
 from beam_caption.config import CaptionConfig
 from beam_caption.engine import AsyncEngine, CaptionJob, CaptionOutcome
-from beam_caption.engine_registry import acquire_engine, find_engine, release_engine
+from beam_caption.engine_registry import acquire_engine, release_engine
 from beam_caption.fetch import FetchSettings, close_fetchers, read_image_bytes
 from beam_caption.images import ImageError, PreparedImage, PrepareSettings, prepare_image
-from beam_caption.progress import process_progress
-from beam_caption.schema import error_row, utc_now
+from beam_caption.journal import CAPTIONS
+from beam_caption.journal import ERRORS as ERRORS_TABLE
+from beam_caption.progress import ProgressSettings, process_progress
+from beam_caption.run_state import RunState, run_state, stop_reason
 from beam_caption.sources import ImageRef
 from beam_caption.structured import SchemaMismatch, parse_answer
 
 _LOG = logging.getLogger(__name__)
 ERRORS = "errors"
+Tagged = tuple[str | None, dict[str, Any]]  # (None | ERRORS, row)
 
 
 class PreparedOutputs(NamedTuple):
@@ -53,38 +62,30 @@ class _PrepareImageDoFn(beam.DoFn):
     """Read, hash, decode, orient, shrink and re-encode one image; failures become error rows."""
 
     def __init__(self, prepare: PrepareSettings, fetch: FetchSettings, run_id: str,
-                 caption: CaptionConfig | None = None) -> None:
+                 progress: ProgressSettings | None) -> None:
         self._prepare = prepare
         self._fetch = fetch
         self._run_id = run_id
-        self._caption = caption
+        self._progress = progress
         self._prepared = beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_PREPARED)
 
     def process(self, ref: ImageRef) -> Iterator[Any]:
         """Yield a PreparedImage, or an errors row tagged ERRORS."""
-        stopped = self._engine_stop()
+        stopped = stop_reason(self._run_id) if self._run_id else None
         if stopped is not None:
-            # The engine in this process stopped sending: preparing would only burn CPU and I/O.
-            self._count_failure()
-            yield TaggedOutput(ERRORS, error_row(uri=ref.uri, stage=stopped.stage,
-                                                 code=stopped.code, run_id=self._run_id,
-                                                 message=f"not sent: {stopped.message}"))
+            # This process stopped sending for the run: preparing would only burn CPU and I/O.
+            yield self._failed(ref, stopped.stage, stopped.code, f"not sent: {stopped.message}")
             return
         try:
             data = read_image_bytes(ref.uri, self._fetch)
             image = prepare_image(ref.uri, data, self._prepare, source_id=ref.source_id,
                                   prompt=ref.prompt)
         except ImageError as exc:
-            self._count_failure()
-            yield TaggedOutput(ERRORS, error_row(uri=ref.uri, stage=exc.stage, code=exc.code,
-                                                 message=exc.message, run_id=self._run_id))
+            yield self._failed(ref, exc.stage, exc.code, exc.message)
             return
         except Exception as exc:
             _LOG.exception("unexpected failure preparing %s", ref.uri)
-            self._count_failure()
-            yield TaggedOutput(ERRORS, error_row(uri=ref.uri, stage="internal",
-                                                 code="internal_error", run_id=self._run_id,
-                                                 message=f"{type(exc).__name__}: {exc}"))
+            yield self._failed(ref, "internal", "internal_error", f"{type(exc).__name__}: {exc}")
             return
         self._prepared.inc()
         yield image
@@ -93,24 +94,24 @@ class _PrepareImageDoFn(beam.DoFn):
         """Close this process's download sessions (re-created if another DoFn needs them)."""
         close_fetchers()
 
-    def _count_failure(self) -> None:
-        if self._caption is not None:
-            process_progress(self._caption.progress_settings).record(ok=False)
-
-    def _engine_stop(self) -> Any:
-        if self._caption is None:
-            return None
-        engine = find_engine(self._caption)
-        return engine.stopped if engine is not None else None
+    def _failed(self, ref: ImageRef, stage: str, code: str, message: str) -> TaggedOutput:
+        if self._progress is not None:
+            process_progress(self._progress).record(ok=False)
+        return TaggedOutput(ERRORS, rows.error_row(uri=ref.uri, stage=stage, code=code,
+                                                   message=message, run_id=self._run_id))
 
 
 class PrepareImages(beam.PTransform):
-    """ImageRef -> PreparedImage, with an `errors` output of error rows."""
+    """ImageRef -> PreparedImage, with an `errors` output of error rows.
+
+    `run_id`: images of a run that stopped sending in this worker process are not read (they
+    become error rows with the stop's code); `progress`: count failures in the run's progress.
+    """
 
     def __init__(self, prepare: PrepareSettings, fetch: FetchSettings, *, run_id: str = "",
-                 caption: CaptionConfig | None = None) -> None:
+                 progress: ProgressSettings | None = None) -> None:
         super().__init__()
-        self._fn = _PrepareImageDoFn(prepare, fetch, run_id, caption)
+        self._fn = _PrepareImageDoFn(prepare, fetch, run_id, progress)
 
     def expand(self, refs: beam.PCollection) -> PreparedOutputs:
         """Apply the preparation DoFn."""
@@ -118,19 +119,47 @@ class PrepareImages(beam.PTransform):
         return PreparedOutputs(result.images, result[ERRORS])
 
 
-def request_params(config: CaptionConfig, prompt: str | None) -> dict[str, Any]:
-    """Everything that changes the answer besides the image bytes: hashed into request_key."""
-    return {**config.request.key_params(prompt), "max_side": config.prepare.max_side,
-            "jpeg_quality": config.prepare.jpeg_quality}
+def caption_job(config: CaptionConfig, run: RunState, image: PreparedImage) -> CaptionJob:
+    """The engine job for one image, built from its own transform's settings."""
+    prompt = config.prompt_for(image.prompt)
+    body = json.dumps(build_request(config.request, image.jpeg, prompt)).encode("utf-8")
+    return CaptionJob(
+        key=config.request_key(image.image_id, image.prompt), uri=image.uri, body=body,
+        estimated_prompt_tokens=config.estimated_prompt_tokens(
+            (image.sent_width, image.sent_height), image.prompt),
+        max_output_tokens=config.request.max_output_tokens, price=config.price, run=run,
+        dedupe=config.dedupe)
 
 
-def estimate_prompt_tokens(config: CaptionConfig, image: PreparedImage) -> int:
-    """Prompt tokens this image's request should cost, by the published rules."""
-    req = config.request
-    texts = [t for t in (req.system_prompt, config.prompt_for(image.prompt) or req.prompt) if t]
-    rule = config.price.image_tokens if config.price else None
-    return tokens.prompt_tokens(rule, texts, len(texts), [(image.sent_width, image.sent_height)],
-                                req.detail)
+def outcome_row(config: CaptionConfig, image: PreparedImage, job: CaptionJob,
+                outcome: CaptionOutcome) -> Tagged:
+    """The row an outcome becomes: (None, caption row) or (ERRORS, error row)."""
+    def error(stage: str, code: str, message: str, cost: float | None = None) -> Tagged:
+        return ERRORS, rows.error_row(uri=image.uri, image_id=image.image_id, stage=stage,
+                                      code=code, message=message, attempts=outcome.attempts,
+                                      request_key=job.key, run_id=config.run_id, cost_usd=cost)
+
+    if outcome.stopped is not None and outcome.result is None:
+        reason = outcome.stopped
+        if outcome.abandoned:
+            return error(reason.stage, reason.code,
+                         f"no answer: in flight when the run stopped ({reason.message})")
+        return error(reason.stage, reason.code, f"not sent: {reason.message}")
+    if outcome.result is None:
+        err = outcome.error
+        code = err.row_code if err is not None else "internal_error"
+        return error(rows.error_stage(code), code, str(err), outcome.cost_usd)
+    row = rows.caption_row(
+        vars(image), request_key=job.key, result=outcome.result, model=config.request.model,
+        run_id=config.run_id, cost_usd=outcome.cost_usd,
+        estimated_prompt_tokens=job.estimated_prompt_tokens, attempts=outcome.attempts,
+        latency_ms=outcome.latency_ms, deduplicated_from=outcome.shared_from)
+    if config.structured is not None:
+        try:
+            row.update(parse_answer(row["caption"] or "", config.structured))
+        except SchemaMismatch as exc:
+            return error("response", "schema_mismatch", str(exc), row["cost_usd"])
+    return None, row
 
 
 class _CaptionDoFn(beam.DoFn):
@@ -139,37 +168,36 @@ class _CaptionDoFn(beam.DoFn):
     def __init__(self, config: CaptionConfig) -> None:
         self._config = config
         self._engine: AsyncEngine | None = None
-        self._pending: list[tuple[concurrent.futures.Future[CaptionOutcome], CaptionJob]] = []
+        self._run: RunState | None = None
+        self._pending: dict[concurrent.futures.Future[Tagged], PreparedImage] = {}
         # Enough queued work to keep every slot busy while this thread emits rows; more would only
         # hold images in memory.
         self._max_pending = 2 * config.limits.concurrency
 
     def setup(self) -> None:
-        """Join (or start) this process's engine."""
+        """Join (or start) this process's engine, and its state for the run."""
         self._engine = acquire_engine(self._config)
+        self._run = run_state(self._config.run_settings())
 
     def start_bundle(self) -> None:
         """A bundle starts with nothing in flight."""
-        self._pending = []
+        self._pending = {}
 
     def process(self, image: PreparedImage) -> Iterator[Any]:
         """Submit one image; yield the rows of whatever has completed meanwhile."""
-        assert self._engine is not None
-        prompt = self._config.prompt_for(image.prompt)
-        job = CaptionJob(image=image,
-                         request_key=request_key(image.image_id, request_params(self._config,
-                                                                                prompt)),
-                         estimated_prompt_tokens=estimate_prompt_tokens(self._config, image),
-                         prompt=prompt)
-        self._pending.append((self._engine.submit(job), job))
-        block = len(self._pending) >= self._max_pending
-        yield from self._completed(block=block)
+        assert self._engine is not None and self._run is not None
+        job = caption_job(self._config, self._run, image)
+        finish = functools.partial(self._finish, image, job)
+        self._pending[self._engine.submit(job, finish)] = image
+        yield from self._completed(block=len(self._pending) >= self._max_pending)
 
     def finish_bundle(self) -> Iterator[Any]:
         """Wait for every request of the bundle: a bundle never ends with requests in flight."""
-        concurrent.futures.wait([f for f, _ in self._pending])
-        assert self._engine is not None
-        self._engine.progress.flush()
+        concurrent.futures.wait(self._pending)
+        assert self._run is not None
+        self._run.progress.flush()
+        if self._run.journal is not None:
+            self._run.journal.flush()
         at_end = GlobalWindows.windowed_value_at_end_of_window
         for row in self._completed(block=False):
             if isinstance(row, TaggedOutput):
@@ -178,105 +206,70 @@ class _CaptionDoFn(beam.DoFn):
                 yield at_end(row)
 
     def teardown(self) -> None:
-        """Leave the engine; the last DoFn in the process closes it."""
+        """Leave the engine; the last DoFn in the process closes its session."""
         if self._engine is not None:
             m.flush_to_beam(self._engine.metrics)
             release_engine(self._engine)
             self._engine = None
+        if self._run is not None and self._run.journal is not None:
+            self._run.journal.flush()
+
+    def _finish(self, image: PreparedImage, job: CaptionJob, outcome: CaptionOutcome) -> Tagged:
+        """On the engine loop, as the answer arrives: build the row, journal it if paid for."""
+        tag, row = outcome_row(self._config, image, job, outcome)
+        journal = job.run.journal
+        if journal is not None and outcome.carries_answer and not outcome.redelivered:
+            journal.append(CAPTIONS if tag is None else ERRORS_TABLE, row)
+        return tag, row
 
     def _completed(self, *, block: bool) -> Iterator[Any]:
         if block:
-            concurrent.futures.wait([f for f, _ in self._pending],
-                                    return_when=concurrent.futures.FIRST_COMPLETED)
-        still: list[tuple[concurrent.futures.Future[CaptionOutcome], CaptionJob]] = []
-        for future, job in self._pending:
-            if future.done():
-                yield self._row(job, future)
-            else:
-                still.append((future, job))
-        self._pending = still
+            concurrent.futures.wait(self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
+        done = [f for f in self._pending if f.done()]
+        for future in done:
+            yield self._emit(future, self._pending.pop(future))
         assert self._engine is not None
         m.flush_to_beam(self._engine.metrics)
 
-    def _row(self, job: CaptionJob, future: concurrent.futures.Future[CaptionOutcome]) -> Any:
-        image, run_id = job.image, self._config.run_id
+    def _emit(self, future: concurrent.futures.Future[Tagged], image: PreparedImage) -> Any:
         try:
-            outcome = future.result()
-        except Exception as exc:
+            tag, row = future.result()
+        except Exception as exc:  # a bug, not a request failure: the image still gets its row
             _LOG.exception("engine failure on %s", image.uri)
-            return self._error(job, "internal", "internal_error", f"{type(exc).__name__}: {exc}", 0)
-        if outcome.stopped is not None:
-            return self._error(job, outcome.stopped.stage, outcome.stopped.code,
-                               f"not sent: {outcome.stopped.message}", outcome.attempts)
-        if outcome.result is None:
-            error = outcome.error
-            code = error.row_code if isinstance(error, ApiError) else "internal_error"
-            stage = "response" if code in ("content_filter", "bad_response") else "request"
-            usage = getattr(error, "usage", None)
-            cost = _cost(self._config, usage) if usage is not None else None
-            return self._error(job, stage, code, str(error), outcome.attempts, cost)
-        row = caption_row(self._config, job, outcome, run_id)
-        spec = self._config.structured
-        if spec is not None:
-            try:
-                row.update(parse_answer(row["caption"] or "", spec))
-            except SchemaMismatch as exc:
-                return self._error(job, "response", "schema_mismatch", str(exc),
-                                   outcome.attempts, row["cost_usd"])
+            beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_FAILED).inc()
+            return TaggedOutput(ERRORS, rows.error_row(
+                uri=image.uri, image_id=image.image_id, stage="internal", code="internal_error",
+                message=f"{type(exc).__name__}: {exc}", run_id=self._config.run_id))
+        if tag is not None:
+            beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_FAILED).inc()
+            return TaggedOutput(tag, row)
+        beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_CAPTIONED).inc()
+        if row["cost_usd"] and not row["deduplicated"]:
+            beam.metrics.Metrics.counter(m.NAMESPACE, m.COST_MICRO_USD).inc(
+                round(row["cost_usd"] * 1e6))
         return row
-
-    def _error(self, job: CaptionJob, stage: str, code: str, message: str, attempts: int,
-               cost_usd: float | None = None) -> Any:
-        beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_FAILED).inc()
-        return TaggedOutput(ERRORS, error_row(
-            uri=job.image.uri, image_id=job.image.image_id, stage=stage, code=code,
-            message=message, attempts=attempts, request_key=job.request_key,
-            run_id=self._config.run_id, cost_usd=cost_usd))
-
-
-def _cost(config: CaptionConfig, usage: Any) -> float | None:
-    if config.price is None:
-        return None
-    return config.price.cost_usd(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-
-
-def caption_row(config: CaptionConfig, job: CaptionJob, outcome: CaptionOutcome,
-                run_id: str) -> dict[str, Any]:
-    """One captions-table row from a successful outcome."""
-    result, image = outcome.result, job.image
-    assert result is not None
-    usage = result.usage
-    cost = _cost(config, usage)
-    if cost is not None and outcome.deduplicated:
-        cost = 0.0
-    beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_CAPTIONED).inc()
-    if cost:
-        beam.metrics.Metrics.counter(m.NAMESPACE, m.COST_MICRO_USD).inc(round(cost * 1e6))
-    return {
-        "image_id": image.image_id, "uri": image.uri, "source_id": image.source_id,
-        "caption": result.caption, "model": result.model or config.request.model,
-        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-        "cached_tokens": usage.cached_tokens, "reasoning_tokens": usage.reasoning_tokens,
-        "total_tokens": usage.total_tokens,
-        "estimated_prompt_tokens": job.estimated_prompt_tokens, "cost_usd": cost,
-        "batch": False, "deduplicated": outcome.deduplicated,
-        "width": image.width, "height": image.height, "sent_width": image.sent_width,
-        "sent_height": image.sent_height, "bytes": image.bytes,
-        "finish_reason": result.finish_reason, "request_id": result.request_id,
-        "attempts": outcome.attempts, "latency_ms": outcome.latency_ms,
-        "request_key": job.request_key, "run_id": run_id, "created_at": utc_now(),
-    }
 
 
 class CaptionImages(beam.PTransform):
-    """PreparedImage -> caption rows, with an `errors` output of error rows."""
+    """PreparedImage -> caption rows, with an `errors` output of error rows.
 
-    def __init__(self, config: CaptionConfig) -> None:
+    `checkpoint` (default True) puts a Reshuffle after the paid calls: on a runner that fuses
+    steps and retries failed bundles (Dataflow, Flink, Spark), a failure in a later step (a
+    Parquet write) then retries from the checkpoint and never calls the model again. Local
+    FnApiRunner runs do not retry bundles, so `beam-caption run` turns it off there.
+    """
+
+    def __init__(self, config: CaptionConfig, *, checkpoint: bool = True) -> None:
         super().__init__()
         self._config = config
+        self._checkpoint = checkpoint
 
     def expand(self, images: beam.PCollection) -> CaptionOutputs:
-        """Apply the batching caption DoFn."""
+        """Apply the batching caption DoFn (and the checkpoint)."""
         result = images | "Caption" >> beam.ParDo(_CaptionDoFn(self._config)).with_outputs(
             ERRORS, main="captions")
-        return CaptionOutputs(result.captions, result[ERRORS])
+        captions, errors = result.captions, result[ERRORS]
+        if self._checkpoint:
+            captions = captions | "CheckpointCaptions" >> beam.Reshuffle()
+            errors = errors | "CheckpointErrors" >> beam.Reshuffle()
+        return CaptionOutputs(captions, errors)

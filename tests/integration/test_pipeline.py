@@ -189,11 +189,15 @@ def test_dedupe_sends_identical_images_once(corpus, sim, tmp_path: Path) -> None
     assert code == 0
     rows = read_rows(out, "captions")
     assert len(rows) == 4 and len({r["caption"] for r in rows}) == 1
-    assert sum(not r["deduplicated"] for r in rows) == 1
+    paid = [r for r in rows if not r["deduplicated"]]
+    assert len(paid) == 1
     assert sim.stats()["requests"]["total"] == 1
+    # Every copy keeps the real usage and cost, and names the image whose request paid.
+    assert {r["deduplicated_from"] for r in rows if r["deduplicated"]} == {paid[0]["uri"]}
+    assert {r["cost_usd"] for r in rows} == {paid[0]["cost_usd"]} and paid[0]["cost_usd"] > 0
     summary = read_summary(out)
     assert summary["deduplicated"] == 3
-    assert summary["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows))
+    assert summary["cost_usd"] == pytest.approx(paid[0]["cost_usd"]), "the money counts once"
 
 
 def test_multi_process_runner_gives_the_same_rows(corpus, corpus_run, sim, tmp_path) -> None:

@@ -72,7 +72,8 @@ def test_report_json_equals_sums_over_the_parquet_files(output: Path, reported) 
     captions, dedup, prompt, completion, cached, cost = one(output, """select count(*),
         count(*) filter (deduplicated), sum(prompt_tokens) filter (not deduplicated),
         sum(completion_tokens) filter (not deduplicated),
-        sum(cached_tokens) filter (not deduplicated), sum(cost_usd) from {c}""")
+        sum(cached_tokens) filter (not deduplicated),
+        sum(cost_usd) filter (not deduplicated) from {c}""")
     (errors,) = one(output, "select count(*) from {e}")
     assert (report["images"], report["captions"], report["errors"], report["deduplicated"]) == (
         captions + errors, captions, errors, dedup)

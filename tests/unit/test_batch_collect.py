@@ -55,7 +55,10 @@ def test_answers_become_batch_rows_at_half_price_shared_by_identical_images() ->
     assert [r["uri"] for r in captions] == ["/p/1.jpg", "/p/1-copy.jpg", "/p/2.jpg"]
     paid, shared, other = captions
     assert paid["cost_usd"] == pytest.approx(PRICE.cost_usd(118, 9) / 2)
-    assert (shared["cost_usd"], shared["deduplicated"], shared["attempts"]) == (0.0, True, 0)
+    # The copy keeps the answer's real cost and names the image that paid; totals count it once.
+    assert (shared["cost_usd"], shared["deduplicated"], shared["deduplicated_from"],
+            shared["attempts"]) == (paid["cost_usd"], True, "/p/1.jpg", 0)
+    assert paid["deduplicated_from"] is None
     assert paid["caption"] == shared["caption"] == "A cat on a mat."
     for row in captions:
         assert row["batch"] is True and row["run_id"] == "run-1" and row["latency_ms"] is None

@@ -11,11 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_caption.batch_pipeline import BatchItem, LineTooLarge, ShardWriter, batch_item
-from beam_caption.client import RequestSettings, build_request, request_key
+from beam_caption.client import RequestSettings, build_request
 from beam_caption.config import CaptionConfig, EndpointConfig
 from beam_caption.images import PrepareSettings, prepare_image
 from beam_caption.pricing import load_prices
-from beam_caption.transforms import estimate_prompt_tokens, request_params
 from tests.integration.simclient import image_bytes
 
 
@@ -85,9 +84,9 @@ def test_a_batch_line_is_the_realtime_request_keyed_by_request_key() -> None:
                           source_id="id-1")
     item = batch_item(config, image)
     line = json.loads(item.line)
-    assert line["custom_id"] == item.request_key == request_key(
-        image.image_id, request_params(config, None))
+    assert line["custom_id"] == item.request_key == config.request_key(image.image_id)
     assert (line["method"], line["url"]) == ("POST", "/v1/chat/completions")
     assert line["body"] == build_request(config.request, image.jpeg)
     assert item.meta["source_id"] == "id-1" and item.meta["sent_width"] == 64
-    assert item.meta["estimated_prompt_tokens"] == estimate_prompt_tokens(config, image) > 0
+    assert item.meta["estimated_prompt_tokens"] == config.estimated_prompt_tokens(
+        (image.sent_width, image.sent_height)) > 0

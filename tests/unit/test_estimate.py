@@ -21,7 +21,6 @@ from beam_caption.fetch import FetchSettings
 from beam_caption.images import ImageError, PrepareSettings, prepare_image
 from beam_caption.pricing import load_prices
 from beam_caption.sources import ImageRef
-from beam_caption.transforms import estimate_prompt_tokens
 from tests.fixtures.images import make_image_corpus
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -137,8 +136,8 @@ def test_measure_equals_the_engines_estimate_for_every_model(corpus, flags) -> N
                 for name, price in [*PRICES.items(), ("unknown-model", None)]:
                     config = dataclasses.replace(spec.caption, price=price)
                     key = est.rule_key(price.image_tokens if price else None)
-                    assert by_key[(key, side)] == estimate_prompt_tokens(config, image), (
-                        name, side)
+                    assert by_key[(key, side)] == config.estimated_prompt_tokens(
+                        (image.sent_width, image.sent_height), image.prompt), (name, side)
 
 
 def test_a_manifest_prompt_replaces_the_default_prompt() -> None:

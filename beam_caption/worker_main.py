@@ -1,0 +1,41 @@
+"""The local worker process: Beam's SDK worker, started so that Ctrl-C does not kill it.
+
+A terminal sends Ctrl-C (SIGINT) to every process in its foreground group: the launcher and its
+FnApiRunner worker processes. Beam's own worker would die at once with a KeyboardInterrupt and
+lose the answers in flight. This one ignores SIGINT and leaves the decision to the launcher, which
+asks the workers to stop sending through a flag file (run_state.py) and waits for the answers
+already on their way. It records its pid in the launcher's control folder, so that a second
+Ctrl-C can end it at once; SIGTERM and SIGKILL still work as usual, and a worker whose launcher
+has gone away exits on its own (Beam's control channel closes).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+CONTROL_DIR_ENV = "BEAM_CAPTION_CONTROL_DIR"
+
+
+def _record_pid() -> None:
+    folder = os.environ.get(CONTROL_DIR_ENV)
+    if folder and os.path.isdir(folder):
+        try:
+            with open(os.path.join(folder, f"worker-{os.getpid()}.pid"), "w") as handle:
+                handle.write(str(os.getpid()))
+        except OSError:
+            pass  # only the second Ctrl-C needs it; the launcher then finds fewer pids
+
+
+def main() -> None:
+    """Ignore SIGINT, note the pid, then run Beam's SDK worker with this process's arguments."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _record_pid()
+    from apache_beam.runners.worker import sdk_worker_main
+
+    sdk_worker_main.main(sys.argv)
+
+
+if __name__ == "__main__":
+    main()
