@@ -1,3 +1,58 @@
-"""beam-caption: caption huge image collections with vision-language models on Apache Beam."""
+"""beam-caption: caption huge image collections with vision-language models on Apache Beam.
+
+The public Python API, for composing the steps into your own pipeline (README: "In your own Beam
+pipeline"); these names are stable:
+
+    from beam_caption import (CaptionConfig, CaptionImages, ExpandInputs, PrepareImages,
+                              PrepareSettings, FetchSettings, WriteCaptions)
+
+    config = CaptionConfig.create(model="gpt-5.4-nano", prompt="...", output="out/run1")
+    refs = pipeline | ExpandInputs(["photos/*.jpg"])
+    prepared = refs | PrepareImages(PrepareSettings(max_side=512), FetchSettings(),
+                                    run_id=config.run_id)
+    captioned = prepared.images | CaptionImages(config)
+    (captioned.captions, errors) | WriteCaptions("out/run1", config)
+
+Names are imported on first use, so `import beam_caption` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "CaptionConfig": "beam_caption.config",
+    "EndpointConfig": "beam_caption.config",
+    "LimitsConfig": "beam_caption.config",
+    "RequestSettings": "beam_caption.client",
+    "PrepareSettings": "beam_caption.images",
+    "PreparedImage": "beam_caption.images",
+    "FetchSettings": "beam_caption.fetch",
+    "ImageRef": "beam_caption.sources",
+    "ExpandInputs": "beam_caption.sources",
+    "PrepareImages": "beam_caption.transforms",
+    "CaptionImages": "beam_caption.transforms",
+    "WriteCaptions": "beam_caption.sinks",
+    "ModelPrice": "beam_caption.pricing",
+    "load_prices": "beam_caption.pricing",
+    "CAPTIONS_SCHEMA": "beam_caption.schema",
+    "ERRORS_SCHEMA": "beam_caption.schema",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'beam_caption' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

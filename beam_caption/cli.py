@@ -86,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level != "DEBUG":
         # Beam's INFO lines (type-hint conversions, state caches, shard renames) drown ours.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
-        # Local worker processes relay their start-up warnings through this logger.
-        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
-            logging.ERROR)
+        # Local worker processes relay their logs through Beam's job service, as raw protos.
+        from beam_caption.worker_logs import install
+
+        install()
     if args.command is None:
         parser.print_help()
         return 2

@@ -20,7 +20,7 @@ from beam_caption.errors import ConfigError
 from beam_caption.fetch import FetchSettings
 from beam_caption.images import PrepareSettings
 from beam_caption.journal import run_journal_dir
-from beam_caption.options import DEFAULT_BASE_URL, DEFAULT_PROMPT
+from beam_caption.options import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PROMPT
 from beam_caption.pricing import ModelPrice, load_prices
 from beam_caption.progress import ProgressSettings
 from beam_caption.run_state import RunSettings
@@ -134,6 +134,46 @@ class CaptionConfig:
                            abort_after_identical_failures=(
                                self.limits.abort_after_identical_failures),
                            progress=self.progress_settings)
+
+    def run_info(self) -> dict[str, Any]:
+        """What run-summary.json says about the run (the key is never part of it)."""
+        return {"run_id": self.run_id, "model": self.request.model, "prompt": self.request.prompt,
+                "base_url": self.endpoint.base_url, "max_side": self.prepare.max_side,
+                "max_cost_usd": self.max_cost_usd}
+
+    @classmethod
+    def create(cls, *, model: str = DEFAULT_MODEL, prompt: str = DEFAULT_PROMPT,
+               base_url: str | None = None, output: str | None = None,
+               max_side: int = 512, max_output_tokens: int = 60, concurrency: int = 32,
+               rpm: float = 0.0, tpm: float = 0.0, workers: int = 1,
+               max_cost_usd: float | None = None, api_key_env: str = "OPENAI_API_KEY",
+               api_key_secret: str | None = None, prices: str | None = None,
+               run_id: str | None = None, **request: Any) -> CaptionConfig:
+        """A CaptionConfig for composing CaptionImages into your own pipeline.
+
+        `base_url` defaults to $OPENAI_BASE_URL, else OpenAI; the key is read on the workers from
+        `api_key_env` (or Secret Manager: `api_key_secret`). With `output`, each worker process
+        journals the answers it paid for under OUTPUT/_journal/<run_id>/ (WriteCaptions deletes
+        it once the Parquet files are written). `workers` is how many processes share `rpm`,
+        `tpm` and `max_cost_usd`. Further RequestSettings fields (system_prompt, detail,
+        temperature, token_param, response_format) pass through `request`.
+        """
+        price = load_prices(prices).get(model)
+        if max_cost_usd and price is None:
+            raise ConfigError(f"max_cost_usd needs a price for {model}: pass prices=FILE")
+        run_id = run_id or new_run_id()
+        output = output.rstrip("/") if output else None
+        return cls(request=RequestSettings(model=model, prompt=prompt,
+                                           max_output_tokens=max_output_tokens, **request),
+                   endpoint=EndpointConfig(base_url=_resolve_base_url(base_url),
+                                           api_key_env=api_key_env,
+                                           api_key_secret=(secret_version_name(api_key_secret)
+                                                           if api_key_secret else None)),
+                   limits=LimitsConfig(concurrency=concurrency, rpm=rpm, tpm=tpm,
+                                       workers=workers),
+                   price=price, run_id=run_id, max_cost_usd=max_cost_usd or None,
+                   prepare=PrepareSettings(max_side=max_side),
+                   journal_dir=run_journal_dir(output, run_id) if output else None)
 
     def engine_key(self) -> tuple[Any, ...]:
         """Identity of the per-process engine: DoFns with equal keys share one engine (the

@@ -39,7 +39,7 @@ from beam_caption.config import EndpointConfig, LimitsConfig
 from beam_caption.limits import backoff_delay
 from beam_caption.loop import LoopThread
 from beam_caption.pacing import Pacer
-from beam_caption.pricing import ModelPrice
+from beam_caption.pricing import ModelPrice, format_usd
 from beam_caption.run_state import RunState, StopReason
 
 T = TypeVar("T")
@@ -285,6 +285,6 @@ class AsyncEngine:
 
 def _budget_message(run: RunState) -> str:
     settings, budget = run.settings, run.budget
-    return (f"the spend cap --max-cost-usd {settings.max_cost_usd:g} was reached (this worker "
-            f"process's share is ${budget.share_usd or 0.0:.4f}, ${budget.spent_usd:.4f} "
-            "spent); run again with --resume to caption the rest")
+    return (f"the spend cap --max-cost-usd {settings.max_cost_usd} was reached (this worker "
+            f"process's share is {format_usd(budget.share_usd or 0.0)}, "
+            f"{format_usd(budget.spent_usd)} spent); run again with --resume to caption the rest")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
+import os
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -39,6 +42,8 @@ def prepare_output(output: str, *, overwrite: bool, resume: bool = False) -> tup
     carries over their billed rows; its answer journal is folded in).
     """
     earlier = existing_outputs(output)
+    if resume or overwrite:
+        _delete_stale_temp_files(output)
     if not earlier:
         return ()
     if resume:
@@ -51,6 +56,24 @@ def prepare_output(output: str, *, overwrite: bool, resume: bool = False) -> tup
     _LOG.info("deleting %d files of an earlier run in %s", len(earlier), output)
     FileSystems.delete(earlier)
     return ()
+
+
+def _delete_stale_temp_files(output: str) -> None:
+    """Remove the temporary Parquet files of a run that was killed before it finalized them
+    (Beam's beam-temp-* folders); their rows are in that run's answer journal."""
+    try:
+        found = FileSystems.match([FileSystems.join(output, "beam-temp-*", "*")])[0]
+    except Exception:  # nothing to match
+        return
+    paths = [meta.path for meta in found.metadata_list]
+    if paths:
+        _LOG.info("deleting %d temporary files left by an interrupted run in %s", len(paths),
+                  output)
+        FileSystems.delete(paths)
+    if "://" not in output:  # local folders outlive their files (object stores have none)
+        for folder in glob.glob(os.path.join(output, "beam-temp-*")):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def _any(output: str, glob: str) -> bool:
@@ -85,6 +108,27 @@ def read_table(output: str, table: str) -> Any:
             tables.append(pq.read_table(handle))
     # Shards of resumed runs may differ (e.g. a column added later): unify, nulls for the gaps.
     return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def unfolded_journal_rows(output: str, captions: Any, errors: Any
+                          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(caption rows, error rows) that an interrupted run journaled and no table holds yet,
+    one per (request_key, uri): the answers the next --resume folds in."""
+    from beam_caption.journal import CAPTIONS, read_journal_file
+
+    known: set[tuple[str, str]] = set()
+    for table in (captions, errors):
+        if table is not None and table.num_rows:
+            keys, uris = table.column("request_key").to_pylist(), table.column("uri").to_pylist()
+            known.update(zip(keys, uris, strict=True))
+    found: dict[str, list[dict[str, Any]]] = {"captions": [], "errors": []}
+    for path in journal_files(output):
+        for table, row in read_journal_file(path):
+            identity = (row.get("request_key"), row.get("uri"))
+            if identity not in known:
+                known.add(identity)
+                found["captions" if table == CAPTIONS else "errors"].append(row)
+    return found["captions"], found["errors"]
 
 
 def stop_message(output: str) -> str:

@@ -19,10 +19,8 @@ from beam_caption.batch_pipeline import submit_batches
 from beam_caption.config import RunConfig
 from beam_caption.local_run import local_runner
 from beam_caption.resume import AnswerSources, CarriedRows, SkipDone
-from beam_caption.schema import captions_schema
 from beam_caption.sinks import WriteCaptions
 from beam_caption.sources import ExpandInputs
-from beam_caption.structured import arrow_fields
 from beam_caption.transforms import CaptionImages, PrepareImages
 from beam_caption.worker_count import expected_worker_processes, is_local
 
@@ -76,11 +74,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
     prepared = refs | "PrepareImages" >> PrepareImages(
         config.prepare, config.fetch, run_id=run_id,
         progress=config.caption.progress_settings)
-    run_info = {"run_id": run_id, "model": config.caption.request.model,
-                "prompt": config.caption.request.prompt,
-                "base_url": config.caption.endpoint.base_url,
-                "max_side": config.prepare.max_side,
-                "max_cost_usd": config.caption.max_cost_usd}
+    run_info = config.caption.run_info()
     if config.batch.enabled:
         # Shard files + one submission step; rows and the summary come from `batch collect`.
         return submit_batches(prepared, config, run_info, supersede=supersede)
@@ -91,10 +85,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
         carried = pipeline | "CarriedRows" >> CarriedRows(carry)
         captions.append(carried.captions)
         errors.append(carried.errors)
-    spec = config.caption.structured
-    schema = captions_schema(arrow_fields(spec.schema) if spec else None)
     return ((tuple(captions) | "AllCaptions" >> beam.Flatten(),
              tuple(errors) | "AllErrors" >> beam.Flatten())
-            | "WriteCaptions" >> WriteCaptions(config.output, run_info, schema=schema,
-                                               supersede=supersede,
-                                               journals=(*journals, run_id)))
+            | "WriteCaptions" >> WriteCaptions(config.output, config.caption,
+                                               supersede=supersede, journals=journals))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +31,16 @@ class ModelPrice:
         dollars = (uncached * self.input + cached_tokens * self.cached_input
                    + completion_tokens * self.output) / 1_000_000
         return dollars * (self.batch_discount if batch else 1.0)
+
+
+def format_usd(value: float | None, significant: int = 4) -> str:
+    """Dollars for people: cents for large sums, `significant` digits for fractions of a cent."""
+    if value is None:
+        return "unknown"
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    decimals = max(2, significant - 1 - math.floor(math.log10(abs(value))))
+    return f"${value:,.{decimals}f}"
 
 
 _REQUIRED = ("input", "cached_input", "output")

@@ -27,7 +27,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.errors import ConfigError
-from beam_caption.outputs import read_table
+from beam_caption.outputs import read_table, unfolded_journal_rows
 from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
 from beam_caption.sinks import SUMMARY_NAME
 
@@ -36,21 +36,39 @@ TOKEN_COLUMNS = ("prompt", "completion", "cached", "reasoning", "estimated_promp
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 
 
-def load_tables(output: str) -> tuple[pa.Table, pa.Table]:
-    """(captions, errors) of `output` (local or any Beam filesystem), every shard as one table.
+def load_tables(output: str) -> tuple[pa.Table, pa.Table, int]:
+    """(captions, errors, journal rows) of `output` (local or any Beam filesystem): every shard
+    as one table, plus the answers an interrupted run journaled and no shard holds yet (the
+    third item counts those; the next --resume writes them to Parquet).
 
-    A table with no shard comes back empty; an output with neither is a ConfigError.
+    A table with no row comes back empty; an output with none at all is a ConfigError.
     """
     try:
         captions = read_table(output, "captions")
         errors = read_table(output, "errors")
+        pending = unfolded_journal_rows(output, captions, errors)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise ConfigError(f"cannot read the Parquet files in {output}: {exc}") from exc
-    if captions is None and errors is None:
+    tables = []
+    for table, rows, schema in ((captions, pending[0], CAPTIONS_SCHEMA),
+                                (errors, pending[1], ERRORS_SCHEMA)):
+        parts = [t for t in (table, _rows_table(rows, schema) if rows else None) if t]
+        tables.append(pa.concat_tables(parts, promote_options="permissive") if parts else None)
+    if tables[0] is None and tables[1] is None:
         raise ConfigError(f"no captions-*.parquet or errors-*.parquet in {output}: is it the "
                           "--output of a beam-caption run?")
-    return (captions if captions is not None else CAPTIONS_SCHEMA.empty_table(),
-            errors if errors is not None else ERRORS_SCHEMA.empty_table())
+    return (tables[0] if tables[0] is not None else CAPTIONS_SCHEMA.empty_table(),
+            tables[1] if tables[1] is not None else ERRORS_SCHEMA.empty_table(),
+            len(pending[0]) + len(pending[1]))
+
+
+def _rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Journal rows as a table with the Parquet files' types (plus any --schema columns)."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    inferred = pa.Table.from_pylist(rows).schema
+    fields = [schema.field(n) if n in schema.names else inferred.field(n) for n in names]
+    fields += [f for f in schema if f.name not in names]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
 
 
 def load_summary(output: str) -> dict[str, Any] | None:
@@ -66,11 +84,12 @@ def load_summary(output: str) -> dict[str, Any] | None:
 
 def build_report(captions: pa.Table, errors: pa.Table, *, output: str = "",
                  summary: dict[str, Any] | None = None, top_errors: int = 10,
-                 examples: int = 3) -> dict[str, Any]:
+                 examples: int = 3, journal_rows: int = 0) -> dict[str, Any]:
     """The report document (what report.json holds) for the rows of one output directory.
 
     `summary` (run-summary.json) only adds the wall time of the run that wrote it, which the rows
-    cannot tell; every total is computed from the rows.
+    cannot tell; every total is computed from the rows. `journal_rows` of them came from an
+    interrupted run's journal (load_tables).
     """
     billed = captions.filter(pc.invert(captions["deduplicated"]))
     cost, unpriced = _cost(billed)
@@ -87,6 +106,7 @@ def build_report(captions: pa.Table, errors: pa.Table, *, output: str = "",
         "captions": n_captions,
         "errors": errors.num_rows,
         "deduplicated": n_captions - billed.num_rows,
+        "journal_rows": journal_rows,
         "errors_by_code": _count_by(errors, "code"),
         "tokens": _tokens(billed),
         "cost_usd": cost,
@@ -298,6 +318,10 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as plain text tables: totals, realtime vs batch, errors by code, top errors."""
     parts = [f"report of {report['output']}" if report["output"] else "report",
              _table(["total", "value"], _totals_rows(report))]
+    if report.get("journal_rows"):
+        parts.append(f"{report['journal_rows']:,} of these rows are answers of an interrupted run "
+                     "kept in _journal/, not yet in the Parquet files: run the same command with "
+                     "--resume to write them there")
     modes = [_mode_row(mode, m) for mode, m in report["by_mode"].items()]
     parts.append(_table(["mode", "captions", "dedup", "prompt tok", "completion tok", "cost",
                          "per 1,000"], modes))

@@ -63,9 +63,10 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     # Imported here: Beam and pyarrow are slow to import and `beam-caption --help` needs neither.
     from beam_caption import report as rp
 
-    captions, errors = rp.load_tables(args.output)
+    captions, errors, journal_rows = rp.load_tables(args.output)
     report = rp.build_report(captions, errors, output=args.output,
-                             summary=rp.load_summary(args.output), top_errors=args.top_errors)
+                             summary=rp.load_summary(args.output), top_errors=args.top_errors,
+                             journal_rows=journal_rows)
     print(rp.format_report(report))
     json_path = args.json_path or rp.default_json_path(args.output)
     rp.write_report_json(report, json_path)

@@ -15,8 +15,10 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from beam_caption.config import CaptionConfig
 from beam_caption.journal import delete_journals
-from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
+from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA, captions_schema
+from beam_caption.structured import arrow_fields
 
 SUMMARY_NAME = "run-summary.json"
 OUTPUT_GLOBS = ("captions-*.parquet", "errors-*.parquet", SUMMARY_NAME, "report.json",
@@ -155,17 +157,28 @@ def _basename(path: str) -> str:
 
 
 class WriteCaptions(beam.PTransform):
-    """Writes caption rows and error rows as zstd Parquet, then the run summary."""
+    """Writes caption rows and error rows as zstd Parquet, then the run summary.
 
-    def __init__(self, output: str, run_info: dict[str, Any], *,
-                 schema: pa.Schema = CAPTIONS_SCHEMA, supersede: tuple[str, ...] = (),
+    `(captions, errors) | WriteCaptions(output, config)`: `config` is the CaptionConfig the rows
+    came from (its run id names the files; its --schema adds typed columns; the answer journal
+    of its run is deleted once the files are written), or a run_info dict with a "run_id".
+    """
+
+    def __init__(self, output: str, config: CaptionConfig | dict[str, Any], *,
+                 schema: pa.Schema | None = None, supersede: tuple[str, ...] = (),
                  journals: tuple[str, ...] = ()) -> None:
         """`supersede`: earlier error files to delete once this run's are written; `journals`:
-        run ids whose answer journals (journal.py) to delete then, this run's included."""
+        earlier run ids whose answer journals (journal.py) to delete then."""
         super().__init__()
-        self._output = output
-        self._run_info = run_info
-        self._schema = schema
+        self._output = output.rstrip("/")
+        if isinstance(config, CaptionConfig):
+            spec = config.structured
+            schema = schema or captions_schema(arrow_fields(spec.schema) if spec else None)
+            if config.journal_dir:
+                journals = (*journals, config.run_id)
+            config = config.run_info()
+        self._run_info = config
+        self._schema = schema or CAPTIONS_SCHEMA
         self._supersede = supersede
         self._journals = journals
 

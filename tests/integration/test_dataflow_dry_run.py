@@ -202,3 +202,33 @@ def test_the_flex_template_entry_point_builds_the_job(photos: Path, tmp_path: Pa
               for env in job.proto_pipeline.components.environments.values()}
     assert images == {IMAGE}
     assert loopback_only == []
+
+
+def test_the_paid_calls_are_checkpointed_before_the_writes(photos: Path, tmp_path: Path,
+                                                           loopback_only) -> None:
+    # Dataflow fuses steps and retries a failed bundle whole: without a checkpoint, a failed
+    # Parquet write would call the model again for every image of the bundle.
+    assert run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
+                   *DRY_RUN) == 0
+    pipeline = CapturingDataflowRunner.jobs[-1].proto_pipeline
+    [checkpoint] = transforms_named(pipeline, "CaptionImages/CheckpointCaptions")
+    assert "beam:transform:group_by_key:v1" in subtransform_urns(pipeline, checkpoint)
+    [caption] = transforms_named(pipeline, "CaptionImages/Caption")
+    assert set(caption.outputs.values()) & set(checkpoint.inputs.values())
+    [flatten] = transforms_named(pipeline, "AllCaptions")
+    assert set(flatten.inputs.values()) == set(checkpoint.outputs.values())
+
+
+def test_a_spend_cap_needs_a_known_number_of_worker_processes(photos: Path, tmp_path: Path,
+                                                               loopback_only, capsys) -> None:
+    unbounded = [flag for flag in DRY_RUN if not flag.startswith("--max_num_workers")]
+    code = run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
+                   "--max-cost-usd", "50", *unbounded)
+    assert code == 2 and CapturingDataflowRunner.jobs == []
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--max_num_workers" in line and "--workers-hint" in line
+    # Either names the count: 3 workers x 4 vCPUs = 12 processes, or the hint.
+    for extra in (["--max_num_workers=3"], ["--workers-hint", "12"]):
+        assert run_cli("run", "--input", str(photos / "*.jpg"), "--output",
+                       str(tmp_path / f"out{len(extra)}"), "--max-cost-usd", "50",
+                       *unbounded, *extra) == 0

@@ -172,3 +172,33 @@ def test_credential_look_up_costs_no_retries_in_a_fresh_process(emulator, client
                          timeout=60, check=True).stdout.split()
     assert int(out[0]) == len(UPLOADS)
     assert float(out[1]) < 10, f"first gs:// match took {out[1]} s"
+
+
+def test_the_answer_journal_on_gs_is_an_object_per_flush(client: storage.Client) -> None:
+    # Object stores cannot append: the journal writes a new small object every second or so
+    # (and at flush), each visible whole or not at all, and readers skip nothing.
+    from beam_caption.journal import (
+        AnswerJournal,
+        delete_journals,
+        journal_files,
+        journal_runs,
+        read_journal_file,
+    )
+
+    output = f"gs://{BUCKET}/journaled"
+    journal = AnswerJournal(f"{output}/_journal/run-1")
+    for i in range(3):
+        journal.append("captions", {"uri": f"gs://b/{i}.jpg", "request_key": f"k{i}",
+                                    "caption": f"photo {i}"})
+    deadline = time.monotonic() + 10
+    while not journal_files(output):
+        assert time.monotonic() < deadline, "no journal object within seconds"
+        time.sleep(0.1)
+    journal.append("errors", {"uri": "gs://b/x.jpg", "request_key": "kx", "cost_usd": 1e-5})
+    journal.flush()  # what a bundle's end and an interrupt do
+    rows = [pair for path in journal_files(output) for pair in read_journal_file(path)]
+    assert sorted(row["request_key"] for _, row in rows) == ["k0", "k1", "k2", "kx"]
+    assert journal_runs(output) == ("run-1",)
+    assert delete_journals(output, ["run-1"]) >= 2, "the timed object and the flushed one"
+    assert journal_files(output) == []
+    journal.close()

@@ -94,7 +94,7 @@ def sql(output: Path, query: str) -> tuple:
 
 
 def make_report(output: Path, **kwargs: Any) -> dict[str, Any]:
-    captions, errors = load_tables(str(output))
+    captions, errors, _ = load_tables(str(output))
     return build_report(captions, errors, output=str(output), **kwargs)
 
 
@@ -267,7 +267,7 @@ def parse(page: str) -> PageParser:
 
 
 def test_sample_is_deterministic_spread_and_bounded(two_runs: Path) -> None:
-    captions, _ = load_tables(str(two_runs))
+    captions, _, _ = load_tables(str(two_runs))
     first = gallery.sample_captions(captions, 5)
     assert first == gallery.sample_captions(captions.take(list(range(22, -1, -1))), 5)
     assert len(first) == 5 and first == sorted(first, key=lambda r: r["uri"])
@@ -281,7 +281,7 @@ def test_page_escapes_captions_and_loads_nothing_from_elsewhere(tmp_path: Path) 
             caption_row(1, run="A", start=T0, uri=str(tmp_path / "gone.jpg"))]
     write(tmp_path / "captions-00000-of-00001.parquet", rows, CAPTIONS_SCHEMA)
     report = make_report(tmp_path)
-    captions, errors = load_tables(str(tmp_path))
+    captions, errors, _ = load_tables(str(tmp_path))
     page = gallery.build_gallery(report, captions, errors)
     assert "<script>alert" not in page and "<img src=x" not in page
     parsed = parse(page)
@@ -304,7 +304,7 @@ def test_a_thousand_photo_page_stays_under_five_mb(tmp_path: Path) -> None:
     rows = [caption_row(i, run="A", start=T0, uri=str(p)) for i, p in enumerate(photos)]
     write(tmp_path / "captions-00000-of-00001.parquet", rows, CAPTIONS_SCHEMA)
     report = make_report(tmp_path)
-    captions, errors = load_tables(str(tmp_path))
+    captions, errors, _ = load_tables(str(tmp_path))
     full = len(gallery.build_gallery(report, captions, errors).encode())
     empty = len(gallery.build_gallery(report, captions.slice(0, 0), errors).encode())
     per_card = (full - empty) / len(photos)
