@@ -232,3 +232,18 @@ def test_a_killed_worker_process_ends_the_run_with_one_line_and_resume_finishes(
     assert len(stopped) == 1 and "--resume" in stopped[0], output[-3000:]
     _assert_gone(workers)
     assert _resume_and_check(photos, out, sim) <= WINDOW
+
+
+@pytest.mark.timeout(300)
+def test_workers_do_not_outlive_a_killed_launcher(photos, sim, tmp_path) -> None:
+    out = tmp_path / "out"
+    with _launched(_command(photos, out, sim)) as proc:
+        _, workers = _wait_for_answers(sim, proc, 0.3)
+        assert workers, "the run has worker processes"
+        os.kill(proc.pid, signal.SIGKILL)  # the launcher alone, not its group
+        proc.wait(30)
+        _assert_gone(workers)
+        paid = _paid(sim)
+        time.sleep(1)
+        assert _paid(sim) - paid <= WINDOW, "nothing new is sent once the launcher is gone"
+    assert _resume_and_check(photos, out, sim) <= WINDOW
