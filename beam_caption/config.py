@@ -1,7 +1,7 @@
 """Frozen, picklable configuration built once from the options; what the DoFns receive.
 
 Nothing here holds an API key: only where to find it (an environment variable name or a file
-path), resolved on the worker in DoFn.setup (beam_caption.keys).
+path), resolved on the worker in DoFn.setup (beam_caption.auth.keys).
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from beam_caption import tokens
-from beam_caption.client import RequestSettings, request_key
+from beam_caption.api.client import RequestSettings, request_key
+from beam_caption.auth.secrets import secret_version_name
+from beam_caption.cost import tokens
+from beam_caption.cost.pricing import ModelPrice, load_prices
+from beam_caption.engine.progress import ProgressSettings
+from beam_caption.engine.run_state import RunSettings
 from beam_caption.errors import ConfigError
-from beam_caption.fetch import FetchSettings
-from beam_caption.images import PrepareSettings
-from beam_caption.journal import run_journal_dir
+from beam_caption.inputs.fetch import FetchSettings
+from beam_caption.inputs.images import PrepareSettings
 from beam_caption.options import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PROMPT
-from beam_caption.pricing import ModelPrice, load_prices
-from beam_caption.progress import ProgressSettings
-from beam_caption.run_state import RunSettings
-from beam_caption.secrets import secret_version_name
-from beam_caption.structured import StructuredSpec, load_spec
+from beam_caption.pipeline.journal import run_journal_dir
+from beam_caption.pipeline.structured import StructuredSpec, load_spec
 
 _LOG = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class EndpointConfig:
     base_url: str
     api_key_env: str = "OPENAI_API_KEY"
     api_key_file: str | None = None
-    # A Secret Manager version name (not the key): read on the worker, see beam_caption.secrets.
+    # A Secret Manager version name (not the key): read on the worker (beam_caption.auth.secrets).
     api_key_secret: str | None = None
     request_timeout_s: float = 120.0
     connect_timeout_s: float = 10.0

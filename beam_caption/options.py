@@ -170,7 +170,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--progress-interval", "seconds between progress log lines per worker process "
            "(0 = none)", ENGINE, type=_non_negative_float, default=10.0, metavar="S"),
     Option("--prices", "a JSON price table that overrides or adds models (same shape as "
-           "beam_caption/prices.json)", ENGINE, metavar="FILE"),
+           "beam_caption/cost/prices.json)", ENGINE, metavar="FILE"),
     # batch mode
     Option("--mode", "realtime: chat completions as fast as the limits allow; batch: the Batch "
            "API (half price, answers within 24 h; see `beam-caption batch --help`)", BATCH,

@@ -4,7 +4,7 @@ ideal images/s = min(in-flight / mean latency, RPM cap / 60). The simulator's la
 log-normal around its median (sigma 0.25 by default), so the mean is median * exp(sigma^2 / 2),
 3% above the median: that is what a full pipe of requests actually waits per request.
 
-The bare cost is beam_caption.images.prepare_image (read bytes excluded: sha256, decode in draft
+The bare cost is inputs.images.prepare_image (read bytes excluded: sha256, decode in draft
 mode, orient, shrink, JPEG encode) timed over the same images in this one process with
 time.process_time: the CPU no captioning system can avoid if it sends 512 px images.
 """
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from beam_caption.images import PrepareSettings, prepare_image  # noqa: E402
+from beam_caption.inputs.images import PrepareSettings, prepare_image  # noqa: E402
 
 DEFAULT_SIGMA = 0.25  # SimulatorConfig.latency_sigma's default
 

@@ -11,12 +11,12 @@ Modules: config (options), app (routes, middleware), chat (realtime endpoint), c
 ratelimit, state, ledger, files, batch, batch_lines, wire (JSON), runner (start/stop), cli.
 """
 
-from beam_caption.simulator.config import SimulatorConfig
 from beam_caption.simulator.runner import (
     SimulatorHandle,
     running_simulator,
     running_simulator_process,
 )
+from beam_caption.simulator.settings import SimulatorConfig
 
 __all__ = ["SimulatorConfig", "SimulatorHandle", "running_simulator",
            "running_simulator_process"]

@@ -16,8 +16,8 @@ import signal
 import sys
 import threading
 
-from beam_caption.simulator.config import SimulatorConfig
 from beam_caption.simulator.runner import READY_PREFIX, start_server
+from beam_caption.simulator.settings import SimulatorConfig
 
 
 async def _serve(config: SimulatorConfig, watch_stdin: bool) -> None:

@@ -7,7 +7,7 @@ always gets the same caption (a retried request is indistinguishable from the fi
 
 from __future__ import annotations
 
-from beam_caption.simulator.images import ImageFacts
+from beam_caption.simulator.image_parts import ImageFacts
 
 
 def brightness_word(brightness: float) -> str:

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from beam_caption.simulator.apierror import bad_request
-from beam_caption.simulator.config import is_loopback_host
-from beam_caption.simulator.images import MAX_IMAGE_BYTES, ImageFacts, analyse, decode_data_url
+from beam_caption.simulator.image_parts import MAX_IMAGE_BYTES, ImageFacts, analyse, decode_data_url
+from beam_caption.simulator.json_answers import answer_text
+from beam_caption.simulator.settings import is_loopback_host
 from beam_caption.simulator.state import SimState
-from beam_caption.simulator.structured import answer_text
 from beam_caption.simulator.usage import Answer, cut_answer, prompt_tokens, usage_body
 from beam_caption.simulator.validation import ChatRequest, ImageRef, parse_chat_request
 

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from typing import IO, Any
 
-from beam_caption.pricing import ModelPrice
+from beam_caption.cost.pricing import ModelPrice
 
 OUTCOMES = ("ok", "rate_limited", "server_error", "timeout", "disconnect", "broken_json",
             "insufficient_quota", "content_filter", "bad_request", "unauthorized", "not_found")

@@ -13,11 +13,11 @@ import random
 import aiohttp
 from aiohttp import web
 
-from beam_caption.pricing import ModelPrice, load_prices
+from beam_caption.cost.pricing import ModelPrice, load_prices
 from beam_caption.simulator.apierror import ApiError
-from beam_caption.simulator.config import RUNTIME_FIELDS, SimulatorConfig
 from beam_caption.simulator.ledger import Ledger, RequestLog
 from beam_caption.simulator.ratelimit import RateLimiter
+from beam_caption.simulator.settings import RUNTIME_FIELDS, SimulatorConfig
 
 
 class SimState:

@@ -1,4 +1,4 @@
-"""Usage accounting by the published rules, through beam_caption.tokens (the shared estimator).
+"""Usage accounting by the published rules, through beam_caption.cost.tokens (the shared estimator).
 
 prompt_tokens = text estimate of every message (plus per-message overhead) + each image's tokens
 under the model's rule at its own detail. completion_tokens = the text estimate of the answer,
@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from beam_caption import tokens
-from beam_caption.simulator.images import ImageFacts
+from beam_caption.cost import tokens
+from beam_caption.simulator.image_parts import ImageFacts
 
 # Without a price-table rule (a model added with --model), images count as 32 px patches at
-# multiplier 1, as beam_caption.tokens.prompt_tokens estimates them.
+# multiplier 1, as beam_caption.cost.tokens.prompt_tokens estimates them.
 FALLBACK_RULE = {"rule": "patch", "patch_px": tokens.DEFAULT_PATCH_PX,
                  "budget": tokens.DEFAULT_PATCH_BUDGET, "multiplier": 1.0}
 

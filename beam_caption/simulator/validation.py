@@ -20,7 +20,7 @@ from beam_caption.simulator.apierror import (
     missing,
     not_found,
 )
-from beam_caption.simulator.structured import ResponseFormat, check_response_format
+from beam_caption.simulator.json_answers import ResponseFormat, check_response_format
 
 # CreateChatCompletionRequest's properties in the official OpenAPI description: the API answers
 # "Unrecognized request argument supplied" for anything else.

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from beam_caption.images import PrepareSettings, prepare_image  # noqa: E402
+from beam_caption.inputs.images import PrepareSettings, prepare_image  # noqa: E402
 from beam_caption.options import DEFAULT_MODEL, DEFAULT_PROMPT  # noqa: E402
 
 MAX_OUTPUT_TOKENS = 60  # beam-caption's --max-output-tokens default

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from beam_caption.pricing import load_prices
+from beam_caption.cost.pricing import load_prices
 from beam_caption.simulator import SimulatorHandle, running_simulator
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import IN_MEMORY, read_rows, read_summary, run_cli

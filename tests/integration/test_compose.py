@@ -26,8 +26,8 @@ from beam_caption import (
     PrepareImages,
     PrepareSettings,
     WriteCaptions,
-    engine_registry,
 )
+from beam_caption.engine import registry as engine_registry
 from beam_caption.simulator import running_simulator
 from tests.integration.pipeline_helpers import logged_requests, read_rows, read_summary
 

@@ -25,7 +25,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 from apache_beam.runners.dataflow.internal import apiclient
 
-from beam_caption import template
+from beam_caption.dataflow import template
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import run_cli
 

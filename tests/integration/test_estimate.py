@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from beam_caption import estimate as est
-from beam_caption.pricing import load_prices
+from beam_caption.cost import estimate as est
+from beam_caption.cost.pricing import load_prices
+from beam_caption.inputs.sources import ImageRef
 from beam_caption.simulator import running_simulator
-from beam_caption.sources import ImageRef
 from tests.fixtures.images import make_image_corpus
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import IN_MEMORY, read_summary, run_cli

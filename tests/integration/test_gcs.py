@@ -177,7 +177,7 @@ def test_credential_look_up_costs_no_retries_in_a_fresh_process(emulator, client
 def test_the_answer_journal_on_gs_is_an_object_per_flush(client: storage.Client) -> None:
     # Object stores cannot append: the journal writes a new small object every second or so
     # (and at flush), each visible whole or not at all, and readers skip nothing.
-    from beam_caption.journal import (
+    from beam_caption.pipeline.journal import (
         AnswerJournal,
         delete_journals,
         journal_files,

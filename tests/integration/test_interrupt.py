@@ -223,7 +223,7 @@ def test_a_killed_worker_process_ends_the_run_with_one_line_and_resume_finishes(
     out = tmp_path / "out"
     with _launched(_command(photos, out, sim)) as proc:
         _, workers = _wait_for_answers(sim, proc, 0.4)
-        victim = next(pid for pid in workers if "worker_main" in " ".join(
+        victim = next(pid for pid in workers if "beam_caption.runner.worker" in " ".join(
             psutil.Process(pid).cmdline()))
         os.kill(victim, signal.SIGKILL)
         output, _ = proc.communicate(timeout=120)

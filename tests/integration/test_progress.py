@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 
 def test_progress_lines_count_up_to_the_total(tmp_path: Path, caplog) -> None:
     make_small_photos(tmp_path / "photos", 40)
-    caplog.set_level(logging.INFO, logger="beam_caption.live")
+    caplog.set_level(logging.INFO, logger="beam_caption.cli.live")
     with running_simulator(latency_ms=150, max_concurrency=4) as sim:
         code = run_cli("run", "--input", str(tmp_path / "photos" / "*.jpg"), "--output",
                        str(tmp_path / "out"), "--base-url", sim.base_url, "--concurrency", "4",
                        "--progress-interval", "0.5", *IN_MEMORY)
     assert code == 0
-    lines = [r.getMessage() for r in caplog.records if r.name == "beam_caption.live"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "beam_caption.cli.live"]
     done = [int(m.group(1)) for line in lines if (m := re.search(r"(\d+)/40 images", line))]
     assert len(done) >= 2 and done == sorted(done), lines
     assert any("$" in line and "ETA" in line for line in lines)

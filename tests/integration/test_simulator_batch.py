@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from beam_caption.pricing import load_prices
+from beam_caption.cost.pricing import load_prices
 from beam_caption.simulator import SimulatorHandle, running_simulator
 from tests.integration.simclient import chat, chat_body, get, image_bytes, post_json, upload
 

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from beam_caption import tokens
-from beam_caption.pricing import load_prices
+from beam_caption.cost import tokens
+from beam_caption.cost.pricing import load_prices
 from beam_caption.simulator import SimulatorHandle, running_simulator
 from tests.integration.simclient import chat, chat_body, data_url, get, image_bytes
 

@@ -55,7 +55,7 @@ def test_cli_prints_the_base_url_and_stops_on_ctrl_c() -> None:
 
 
 def test_cli_help_documents_every_option_with_an_example() -> None:
-    from beam_caption.simulator import cli
+    from beam_caption.cli import simulate as cli
 
     parser = argparse.ArgumentParser(epilog=cli.EPILOG)
     cli.add_arguments(parser)

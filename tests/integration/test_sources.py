@@ -13,7 +13,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_caption.errors import ConfigError
-from beam_caption.sources import ExpandInputs, ImageRef, check_inputs, normalize_pattern
+from beam_caption.inputs.sources import ExpandInputs, ImageRef, check_inputs, normalize_pattern
 
 URL = "https://images.example.org/cat.jpg"
 

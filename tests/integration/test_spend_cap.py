@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from beam_caption.budget import SpendCap
-from beam_caption.pricing import load_prices
+from beam_caption.cost.pricing import load_prices
+from beam_caption.engine.budget import SpendCap
 from beam_caption.simulator import running_simulator
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import read_rows, read_summary, run_cli

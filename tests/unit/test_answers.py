@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from beam_caption.answers import AnswerMemory
-from beam_caption.api_errors import ContentFiltered, ServerError
-from beam_caption.client import ChatResult, Usage
-from beam_caption.engine import CaptionOutcome
-from beam_caption.limits import RateLimitInfo
+from beam_caption.api.client import ChatResult, Usage
+from beam_caption.api.errors import ContentFiltered, ServerError
+from beam_caption.api.limits import RateLimitInfo
+from beam_caption.engine.answers import AnswerMemory
+from beam_caption.engine.engine import CaptionOutcome
 
 ANSWER = CaptionOutcome(result=ChatResult("A cat.", "stop", "req-1", "m", Usage(100, 10, 110),
                                           RateLimitInfo()),

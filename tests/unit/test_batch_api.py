@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from beam_caption.batch_api import (
+from beam_caption.api.client import AuthError, ResponseError, ServerError, TransportError
+from beam_caption.batch.api import (
     BatchClient,
     check_answer,
     create_body,
@@ -21,9 +22,8 @@ from beam_caption.batch_api import (
     parse_batch,
     parse_jsonl,
 )
-from beam_caption.client import AuthError, ResponseError, ServerError, TransportError
+from beam_caption.engine.loop import LoopThread
 from beam_caption.errors import ConfigError
-from beam_caption.loop import LoopThread
 from beam_caption.simulator import running_simulator
 from tests.integration.simclient import chat_body
 

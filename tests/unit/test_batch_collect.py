@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from beam_caption import batch_state as bs
-from beam_caption.batch_collect import caption_config, rows_record, shard_rows
-from beam_caption.client import RequestSettings
+from beam_caption.api.client import RequestSettings
+from beam_caption.batch import ledger as bs
+from beam_caption.batch.collect import caption_config, rows_record, shard_rows
 from beam_caption.config import CaptionConfig, EndpointConfig
-from beam_caption.pricing import load_prices
-from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
-from beam_caption.structured import load_spec
+from beam_caption.cost.pricing import load_prices
+from beam_caption.pipeline.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
+from beam_caption.pipeline.structured import load_spec
 
 PRICE = load_prices()["gpt-4.1-nano"]
 CONFIG = CaptionConfig(request=RequestSettings(model="gpt-4.1-nano", prompt="Describe."),

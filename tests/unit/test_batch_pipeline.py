@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from beam_caption.batch_pipeline import BatchItem, LineTooLarge, ShardWriter, batch_item
-from beam_caption.client import RequestSettings, build_request
+from beam_caption.api.client import RequestSettings, build_request
+from beam_caption.batch.pipeline import BatchItem, LineTooLarge, ShardWriter, batch_item
 from beam_caption.config import CaptionConfig, EndpointConfig
-from beam_caption.images import PrepareSettings, prepare_image
-from beam_caption.pricing import load_prices
+from beam_caption.cost.pricing import load_prices
+from beam_caption.inputs.images import PrepareSettings, prepare_image
 from tests.integration.simclient import image_bytes
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_caption import batch_state as bs
+from beam_caption.batch import ledger as bs
 from beam_caption.errors import ConfigError
 
 

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from beam_caption.budget import Reservation, SpendCap
-from beam_caption.pricing import load_prices
-from beam_caption.progress import Progress
+from beam_caption.cost.pricing import load_prices
+from beam_caption.engine.budget import Reservation, SpendCap
+from beam_caption.engine.progress import Progress
 
 PRICE = load_prices()["gpt-5.4-nano"]
 
@@ -95,7 +95,7 @@ def test_a_waiter_ends_when_the_run_stops() -> None:
 def test_progress_logs_at_most_once_per_interval_and_projects_cost(caplog) -> None:
     now = [100.0]
     progress = Progress(10.0, expected_images=1000, clock=lambda: now[0])
-    caplog.set_level(logging.INFO, logger="beam_caption.progress")
+    caplog.set_level(logging.INFO, logger="beam_caption.engine.progress")
     for _ in range(5):
         now[0] += 1
         progress.record(ok=True, tokens=100, cost_usd=0.001)
@@ -110,7 +110,7 @@ def test_progress_logs_at_most_once_per_interval_and_projects_cost(caplog) -> No
 
 
 def test_snapshots_add_up_across_workers(tmp_path) -> None:
-    from beam_caption.live import describe, read_snapshots
+    from beam_caption.cli.live import describe, read_snapshots
 
     now = [0.0]
     first = Progress(0, snapshot_dir=str(tmp_path), clock=lambda: now[0])
@@ -127,8 +127,7 @@ def test_snapshots_add_up_across_workers(tmp_path) -> None:
 
 
 def test_waits_are_reported_as_whole_throttling_seconds_for_the_autoscaler() -> None:
-    from beam_caption import metrics as m
-
+    from beam_caption.engine import metrics as m
     collector = m.MetricsCollector()
     collector.inc(m.THROTTLED_MS, 700)
     collector.inc(m.BACKOFF_MS, 600)

@@ -1,4 +1,4 @@
-"""Unit tests for beam_caption.client: request building, response parsing, the retry predicate.
+"""Unit tests for beam_caption.api.client: request building, response parsing, the retry predicate.
 
 Response bodies come from tests/samples/ (see its README); no socket is opened.
 """
@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from beam_caption.client import (
+from beam_caption.api.client import (
     ApiError,
     AuthError,
     BadRequest,

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from beam_caption import estimate as est
-from beam_caption import estimate_bill as bill
 from beam_caption.cli import build_parser
 from beam_caption.cli import main as cli_main
+from beam_caption.cli.estimate import run_config, usd
 from beam_caption.config import CaptionConfig
-from beam_caption.estimate_cli import run_config, usd
-from beam_caption.fetch import FetchSettings
-from beam_caption.images import ImageError, PrepareSettings, prepare_image
-from beam_caption.pricing import load_prices
-from beam_caption.sources import ImageRef
+from beam_caption.cost import bill
+from beam_caption.cost import estimate as est
+from beam_caption.cost.pricing import load_prices
+from beam_caption.inputs.fetch import FetchSettings
+from beam_caption.inputs.images import ImageError, PrepareSettings, prepare_image
+from beam_caption.inputs.sources import ImageRef
 from tests.fixtures.images import make_image_corpus
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

@@ -27,7 +27,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from apache_beam.io.filesystem import BeamIOError
 
-from beam_caption.fetch import (  # _read_error: the error mapping, tested on error shapes
+from beam_caption.engine.loop import LoopThread
+from beam_caption.inputs.fetch import (  # _read_error: the error mapping, tested on error shapes
     FetchSettings,
     UrlFetcher,
     _read_error,
@@ -37,9 +38,8 @@ from beam_caption.fetch import (  # _read_error: the error mapping, tested on er
     read_image_bytes,
     read_uri_bytes,
 )
-from beam_caption.images import ImageError
-from beam_caption.loop import LoopThread
-from beam_caption.urlguard import forbidden_reason
+from beam_caption.inputs.images import ImageError
+from beam_caption.inputs.urlguard import forbidden_reason
 
 # Classified global by Python's ipaddress (so the guard admits it) yet not a real web host; the
 # socket wrapper below redirects it to loopback, so nothing is ever sent to it.

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
-from beam_caption.fetch import read_uri_bytes
-from beam_caption.images import (
+from beam_caption.inputs.fetch import read_uri_bytes
+from beam_caption.inputs.images import (
     ImageError,
     PreparedImage,
     PrepareSettings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from beam_caption import journal as jr
+from beam_caption.pipeline import journal as jr
 
 
 def _row(i: int) -> dict:

@@ -1,4 +1,4 @@
-"""Unit tests for beam_caption.limits: backoff, token buckets and AIMD, on an injected clock."""
+"""Unit tests for beam_caption.api.limits: backoff, token buckets and AIMD, on an injected clock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from beam_caption.limits import AdaptiveConcurrency, TokenBucket, backoff_delay
+from beam_caption.api.limits import AdaptiveConcurrency, TokenBucket, backoff_delay
 
 
 class FakeClock:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from beam_caption.cost.pricing import load_prices
 from beam_caption.errors import ConfigError
-from beam_caption.pricing import load_prices
 
 
 def test_the_design_docs_measured_photo_costs_what_it_says() -> None:
@@ -35,7 +35,7 @@ def test_every_model_has_a_rule_date_and_source() -> None:
     for name in ("gpt-5.4-nano", "gpt-5.4-mini", "gpt-5.4", "gpt-5-nano", "gpt-5-mini",
                  "gpt-4.1-nano", "gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini", "gpt-4o"):
         assert table[name].image_tokens["rule"] in ("patch", "tile"), name
-    raw = json.loads((Path(__file__).parents[2] / "beam_caption" / "prices.json").read_text())
+    raw = json.loads((Path(__file__).parents[2] / "beam_caption" / "cost" / "prices.json").read_text())
     for name, entry in raw["models"].items():
         assert entry["as_of"] and entry["source"], name
 

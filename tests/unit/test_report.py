@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from beam_caption import gallery, plots
 from beam_caption.cli import main as cli_main
 from beam_caption.errors import ConfigError
-from beam_caption.report import build_report, format_report, load_tables, write_report_json
-from beam_caption.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
+from beam_caption.pipeline.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
+from beam_caption.report import gallery, plots
+from beam_caption.report.totals import build_report, format_report, load_tables, write_report_json
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

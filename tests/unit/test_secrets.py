@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from google.api_core import exceptions as gexc
 
-from beam_caption import secrets
+from beam_caption.auth import secrets
+from beam_caption.auth.keys import resolve_api_key
 from beam_caption.errors import ConfigError
-from beam_caption.keys import resolve_api_key
 
 NAME = "projects/demo/secrets/openai-api-key/versions/4"
 
@@ -123,7 +123,7 @@ def test_the_key_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     with secrets.use_client_factory(lambda: FakeSecretManager(key.encode())):
         assert resolve_api_key("UNSET_ENV_VAR", None, NAME) == key
         # Whatever logs the key afterwards (ours, a library's) is redacted.
-        logging.getLogger("beam_caption.engine").warning("sending with key %s", key)
+        logging.getLogger("beam_caption.engine.engine").warning("sending with key %s", key)
         logging.getLogger("urllib3").debug("Authorization: Bearer %s", key)
     assert caplog.records, "nothing was captured: the check below would be vacuous"
     assert key not in caplog.text

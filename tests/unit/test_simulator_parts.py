@@ -9,10 +9,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from beam_caption.simulator.apierror import ApiError
-from beam_caption.simulator.images import ImageFacts, colour_name
+from beam_caption.simulator.image_parts import ImageFacts, colour_name
+from beam_caption.simulator.json_answers import ResponseFormat, answer_text, check_response_format
 from beam_caption.simulator.ledger import redact
 from beam_caption.simulator.ratelimit import RateLimiter, SlidingWindow, go_duration
-from beam_caption.simulator.structured import ResponseFormat, answer_text, check_response_format
 from beam_caption.simulator.usage import cut_answer
 
 FACTS = ImageFacts("0" * 64, 640, 480, "JPEG", 0.7, ("blue", "white"))

@@ -12,9 +12,9 @@ import apache_beam
 import pytest
 from google.cloud.dataflow_v1beta3.types import TemplateMetadata
 
-from beam_caption import template
 from beam_caption.cli import build_parser
 from beam_caption.cli import main as cli_main
+from beam_caption.dataflow import template
 from beam_caption.errors import ConfigError
 from beam_caption.options import RUN_OPTIONS
 

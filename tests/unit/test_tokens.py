@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from beam_caption import tokens
-from beam_caption.pricing import load_prices
+from beam_caption.cost import tokens
+from beam_caption.cost.pricing import load_prices
 
 PRICES = load_prices()
 

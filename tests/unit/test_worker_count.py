@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_caption.worker_count import expected_worker_processes, machine_vcpus
+from beam_caption.runner.workers import expected_worker_processes, machine_vcpus
 
 DATAFLOW = ["--runner=DataflowRunner"]
 

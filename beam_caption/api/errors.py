@@ -1,0 +1,111 @@
+"""The typed errors of a chat-completions request, each with the stable code its error row gets.
+
+ApiError(status, code, retry_after, ...) -> RateLimited (QuotaExceeded), ServerError, BadRequest,
+AuthError, TransportError (Timeout), ResponseError, ContentFiltered. client.parse_response raises
+them; client.is_retryable decides which are retried. Messages are safe to show a user.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from beam_caption.errors import BeamCaptionError
+
+if TYPE_CHECKING:
+    from beam_caption.api.client import Usage
+    from beam_caption.api.limits import RateLimitInfo
+
+
+class ApiError(BeamCaptionError):
+    """A failed request. The message is safe to show: it never holds request headers or a key."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 retry_after: float | None = None, request_id: str | None = None,
+                 rate_limits: RateLimitInfo | None = None, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.rate_limits = rate_limits
+        # Set when the provider billed the failed answer (content filter), so its cost is counted.
+        self.usage = usage
+
+    @property
+    def row_code(self) -> str:
+        """The stable code written in error rows (http_<status> unless a better one is known)."""
+        if self.code in _CODE_ROWS:
+            return _CODE_ROWS[self.code]
+        return f"http_{self.status}" if self.status is not None else "api_error"
+
+
+# Provider codes worth their own row code; the rest stay http_<status> so the set remains small.
+_CODE_ROWS = {"model_not_found": "model_not_found", "content_filter": "content_filter",
+              "content_policy_violation": "content_filter"}
+
+
+class RateLimited(ApiError):
+    """429: too many requests or tokens for now; retried after a backoff."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `rate_limited`."""
+        return "rate_limited"
+
+
+class QuotaExceeded(RateLimited):
+    """429 insufficient_quota: the account is out of credit; terminal, never retried."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `insufficient_quota`."""
+        return "insufficient_quota"
+
+
+class ServerError(ApiError):
+    """5xx: the provider failed; retried."""
+
+
+class BadRequest(ApiError):
+    """400, 404, 422 and other 4xx without a class of their own: this request will never work."""
+
+
+class AuthError(ApiError):
+    """401 or 403: the key is wrong, revoked or not allowed this model; terminal."""
+
+
+class TransportError(ApiError):
+    """No HTTP answer: connection refused or reset, server disconnected, DNS; retried."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `connection_error`."""
+        return "connection_error"
+
+
+class Timeout(TransportError):
+    """The request exceeded its connect or total timeout; retried."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `timeout`."""
+        return "timeout"
+
+
+class ResponseError(ApiError):
+    """A 2xx whose body is unparseable, truncated or has no choices; retried."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `bad_response`."""
+        return "bad_response"
+
+
+class ContentFiltered(ApiError):
+    """200 with finish_reason content_filter: billed (see `usage`), and would repeat; terminal."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `content_filter`."""
+        return "content_filter"

@@ -1,0 +1,85 @@
+"""Find the API key on the worker, and keep it out of every log line.
+
+The key is never a pipeline option or a config field (Dataflow shows options in its UI): the config
+says where to look (an environment variable name or a file), and the worker reads it in setup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+from beam_caption.auth.secrets import fetch_secret
+from beam_caption.errors import ConfigError
+
+_REDACTED = "[REDACTED]"
+_installed: set[str] = set()
+_lock = threading.Lock()
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces a secret in every log record's message and arguments."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; always keep it."""
+        message = record.getMessage()
+        if self._secret in message:
+            record.msg = message.replace(self._secret, _REDACTED)
+            record.args = None
+        return True
+
+
+def redact_in_logs(secret: str) -> None:
+    """Install a redacting filter for `secret` on the root logger's handlers, once per process."""
+    if len(secret) < 8:
+        return  # too short to redact without mangling ordinary words
+    with _lock:
+        if secret in _installed:
+            return
+        _installed.add(secret)
+        root = logging.getLogger()
+        root.addFilter(RedactingFilter(secret))
+        for handler in root.handlers:
+            handler.addFilter(RedactingFilter(secret))
+
+
+def resolve_api_key(env_name: str, key_file: str | None,
+                    secret_name: str | None = None) -> str | None:
+    """The API key from Secret Manager if `secret_name` is given, else from `key_file` (first
+    line), else from the environment; or None. Secrets are cached per process (secrets.py)."""
+    if secret_name:
+        key = fetch_secret(secret_name)
+    elif key_file:
+        path = Path(key_file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read --api-key-file {key_file}: {exc.strerror}") from None
+        key = text.strip().splitlines()[0].strip() if text.strip() else ""
+        if not key:
+            raise ConfigError(f"--api-key-file {key_file} is empty")
+    else:
+        key = os.environ.get(env_name, "").strip()
+        if not key:
+            return None
+    redact_in_logs(key)
+    return key
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for http(s)://localhost and loopback IP literals: a local server needs no key."""
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,314 @@
+"""OpenAI Batch API client: upload a JSONL file, create, get, cancel and find batches, download.
+
+The request and response shapes are plain functions (`multipart_frame`, `create_body`,
+`parse_batch`, `parse_jsonl`), unit-tested without a socket; `BatchClient` is the thin blocking
+adapter that sends them with urllib. Blocking is right here: the launcher and the one-off
+submission step do a handful of sequential calls, never thousands in flight.
+
+Retries follow the realtime engine's rule (`client.is_retryable`, `limits.backoff_delay`) with one
+exception that protects the bill: creating a batch is not idempotent, so after an ambiguous failure
+(timeout, dropped connection, 5xx) `create_once` looks for a batch on the same input file before
+trying again, and never creates a second one for a file that already has one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_caption.api.client import ApiError, ResponseError, as_api_error, is_retryable
+from beam_caption.api.client import parse_response as _parse_chat_response
+from beam_caption.api.limits import backoff_delay
+from beam_caption.auth.keys import is_loopback_url, resolve_api_key
+from beam_caption.errors import ConfigError
+
+ENDPOINT = "/v1/chat/completions"
+COMPLETION_WINDOW = "24h"
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+_CHUNK = 1 << 20
+# Pages of GET /v1/batches searched for a batch on a given input file (100 batches a page).
+_FIND_PAGES = 20
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """The fields of a Batch object that beam-caption acts on."""
+
+    id: str
+    status: str
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int = 0
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the batch will not change any more (completed, failed, expired, cancelled)."""
+        return self.status in TERMINAL
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """request_counts as a dict."""
+        return {"total": self.total, "completed": self.completed, "failed": self.failed}
+
+
+def parse_batch(data: Any) -> BatchInfo:
+    """A Batch object (decoded JSON) -> BatchInfo; raises ResponseError on a malformed one."""
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) \
+            or not isinstance(data.get("status"), str):
+        raise ResponseError("the Batch API answered without a batch id and status")
+    counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
+    problems = data.get("errors", {}).get("data") if isinstance(data.get("errors"), dict) else None
+    errors = tuple(f"{p.get('code')}: {p.get('message')}" for p in problems or ()
+                   if isinstance(p, dict))
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return BatchInfo(id=data["id"], status=data["status"], input_file_id=text("input_file_id"),
+                     output_file_id=text("output_file_id"), error_file_id=text("error_file_id"),
+                     created_at=_count(data.get("created_at")), total=_count(counts.get("total")),
+                     completed=_count(counts.get("completed")),
+                     failed=_count(counts.get("failed")), errors=errors)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def create_body(input_file_id: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """The POST /v1/batches body for a chat-completions batch with a 24 h window."""
+    body: dict[str, Any] = {"input_file_id": input_file_id, "endpoint": ENDPOINT,
+                            "completion_window": COMPLETION_WINDOW}
+    if metadata:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+def multipart_frame(filename: str, purpose: str = "batch",
+                    boundary: str | None = None) -> tuple[bytes, bytes, str]:
+    """(head, tail, content type) of a multipart/form-data upload; the file's bytes go between.
+
+    Split this way so a 200 MB shard streams from storage instead of being held in memory.
+    """
+    boundary = boundary or uuid.uuid4().hex
+    safe_name = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+            f"{purpose}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f'filename="{safe_name}"\r\nContent-Type: application/jsonl\r\n\r\n').encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return head, tail, f"multipart/form-data; boundary={boundary}"
+
+
+def parse_jsonl(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a result file; blank and unparseable lines are skipped.
+
+    An unparseable line cannot be matched to a request; its request then counts as missing and
+    collect writes an error row for it from the batch's status.
+    """
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(item, dict):
+            yield item
+
+
+def check_answer(status: int, headers: dict[str, str], body: bytes) -> Any:
+    """The decoded JSON of a 2xx answer; raises the typed ApiError of any other answer.
+
+    Error bodies have the same shape on every endpoint, so the chat client's parser classifies
+    them (its message is safe to show and never holds the key).
+    """
+    if not 200 <= status < 300:
+        _parse_chat_response(status, headers, body)  # always raises for a non-2xx status
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ResponseError(f"HTTP {status}: the body is not valid JSON", status=status) from None
+
+
+def _ambiguous(error: ApiError) -> bool:
+    """True when the server may have acted on the request although we got no answer."""
+    return error.status is None or error.status >= 500 or error.status == 408
+
+
+class BatchClient:
+    """Blocking Files + Batch API calls against an OpenAI-compatible base URL (…/v1)."""
+
+    def __init__(self, base_url: str, api_key: str | None, *, timeout_s: float = 300.0,
+                 max_attempts: int = 5, backoff_cap_s: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+        self._backoff_cap_s = backoff_cap_s
+        self._sleep = sleep
+        self._rng = rng
+        # Env proxies are ignored, as the realtime engine's aiohttp session ignores them.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def upload(self, path: str, size: int, filename: str) -> str:
+        """Upload the JSONL file at `path` (any Beam filesystem) with purpose=batch; its file id."""
+        head, tail, ctype = multipart_frame(filename)
+
+        def body() -> Iterator[bytes]:
+            yield head
+            with FileSystems.open(path) as handle:
+                while chunk := handle.read(_CHUNK):
+                    yield chunk
+            yield tail
+
+        answer = self._call("POST", "/files", body, {"Content-Type": ctype,
+                                                     "Content-Length": str(len(head) + size
+                                                                           + len(tail))})
+        file_id = answer.get("id") if isinstance(answer, dict) else None
+        if not isinstance(file_id, str):
+            raise ResponseError("the Files API answered without a file id")
+        return file_id
+
+    def create_once(self, input_file_id: str, metadata: dict[str, str] | None = None,
+                    not_before: int = 0) -> BatchInfo:
+        """Create a batch for `input_file_id`, unless one already exists for that file.
+
+        `not_before` (unix seconds) bounds the search for an existing batch: batches created
+        before it cannot be on this file.
+        """
+        existing = self.find_batch(input_file_id, not_before)
+        if existing is not None:
+            return existing
+        data = json.dumps(create_body(input_file_id, metadata)).encode()
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                return parse_batch(self._send("POST", "/batches", lambda: [data],
+                                              {"Content-Type": "application/json"}))
+            except ApiError as exc:
+                if _ambiguous(exc):
+                    # The batch may exist although no answer came back: never create a second.
+                    found = self.find_batch(input_file_id, not_before)
+                    if found is not None:
+                        return found
+                if not is_retryable(exc) or attempt == self._max_attempts:
+                    raise
+                self._sleep(self._delay(attempt, exc))
+        raise AssertionError("unreachable")
+
+    def get(self, batch_id: str) -> BatchInfo:
+        """GET /v1/batches/{id}."""
+        return parse_batch(self._call("GET", f"/batches/{batch_id}"))
+
+    def cancel(self, batch_id: str) -> BatchInfo:
+        """POST /v1/batches/{id}/cancel; a batch that already ended is returned as it is."""
+        try:
+            return parse_batch(self._call("POST", f"/batches/{batch_id}/cancel",
+                                          lambda: [b"{}"], {"Content-Type": "application/json"},
+                                          final=frozenset({409})))
+        except ApiError as exc:
+            if exc.status == 409:  # not cancellable: it finished (or is cancelling) meanwhile
+                return self.get(batch_id)
+            raise
+
+    def find_batch(self, input_file_id: str, not_before: int = 0) -> BatchInfo | None:
+        """The newest batch whose input file is `input_file_id`, searching newest first."""
+        after: str | None = None
+        for _ in range(_FIND_PAGES):
+            query = "?limit=100" + (f"&after={after}" if after else "")
+            page = self._call("GET", f"/batches{query}")
+            items = page.get("data") if isinstance(page, dict) else None
+            if not isinstance(items, list) or not items:
+                return None
+            for item in items:
+                info = parse_batch(item)
+                if info.input_file_id == input_file_id:
+                    return info
+                if not_before and info.created_at and info.created_at < not_before:
+                    return None  # older than the file itself: nothing further back matches
+            if not page.get("has_more"):
+                return None
+            after = parse_batch(items[-1]).id
+        return None
+
+    def download(self, file_id: str) -> list[dict[str, Any]]:
+        """The parsed lines of a result file (output or error file)."""
+        raw = self._call("GET", f"/files/{file_id}/content", raw=True)
+        return list(parse_jsonl(raw.splitlines()))
+
+    def _call(self, method: str, path: str,
+              body: Callable[[], Iterable[bytes]] | None = None,
+              headers: dict[str, str] | None = None, *, raw: bool = False,
+              final: frozenset[int] = frozenset()) -> Any:
+        """One request with retries for retryable failures; the decoded JSON (or raw bytes).
+
+        Statuses in `final` are not retried (a 409 from cancel means "already ending").
+        """
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                return self._send(method, path, body, headers, raw=raw)
+            except ApiError as exc:
+                if (not is_retryable(exc) or exc.status in final
+                        or attempt == self._max_attempts):
+                    raise
+                self._sleep(self._delay(attempt, exc))
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, error: ApiError) -> float:
+        return backoff_delay(attempt, retry_after=error.retry_after, cap=self._backoff_cap_s,
+                             rng=self._rng)
+
+    def _send(self, method: str, path: str, body: Callable[[], Iterable[bytes]] | None = None,
+              headers: dict[str, str] | None = None, *, raw: bool = False) -> Any:
+        all_headers = dict(headers or {})
+        if self._key:
+            all_headers["Authorization"] = f"Bearer {self._key}"
+        data: Any = None
+        if body is not None:
+            parts = body()
+            data = parts[0] if isinstance(parts, list) and len(parts) == 1 else parts
+        request = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                         headers=all_headers)
+        try:
+            with self._opener.open(request, timeout=self._timeout_s) as response:
+                status, reply = response.status, response.read()
+                answer_headers = dict(response.headers.items())
+        except urllib.error.HTTPError as exc:
+            status, reply, answer_headers = exc.code, exc.read(), dict(exc.headers.items())
+        except OSError as exc:  # URLError, socket timeouts, refused and reset connections
+            reason = getattr(exc, "reason", exc)
+            cause = reason if isinstance(reason, TimeoutError) else ConnectionError()
+            raise as_api_error(cause) or ApiError(f"{method} failed") from None
+        if raw and 200 <= status < 300:
+            return reply
+        return check_answer(status, answer_headers, reply)
+
+
+def open_client(base_url: str, api_key_env: str = "OPENAI_API_KEY",
+                api_key_file: str | None = None, api_key_secret: str | None = None,
+                **kwargs: Any) -> BatchClient:
+    """A BatchClient with the key found as the realtime workers find it (keys.resolve_api_key).
+
+    A remote endpoint without a key is a ConfigError naming where the key was looked for.
+    """
+    key = resolve_api_key(api_key_env, api_key_file, api_key_secret)
+    if key is None and not is_loopback_url(base_url):
+        raise ConfigError(f"no API key: set {api_key_env} (or use --api-key-file / "
+                          f"--api-key-secret) for {base_url}")
+    return BatchClient(base_url, key, **kwargs)

@@ -1,0 +1,287 @@
+"""Collect: a finished batch's output and error files -> captions and errors rows, and the summary.
+
+Each result line is parsed with the realtime parser (`client.parse_response` on the line's
+status and body), and rows are built with the realtime row builder, so batch rows have exactly the
+realtime schema, with `batch = true` and cost at the price table's batch discount. Every image of
+the shard's metadata sidecar gets exactly one row: images that shared a request_key share its
+answer (the first pays, the others are `deduplicated`), and requests with no result line become
+error rows whose code says why (batch_expired, batch_cancelled, batch_failed), which a later
+`--resume` in either mode sends again.
+
+Files are named per run and shard (captions-<run_id>-batch-<shard>.parquet), written under a
+temporary name and renamed, and a shard is marked collected in batches.json only after its files
+exist: collecting twice rewrites the same files and never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from beam_caption.api.client import ApiError, ChatResult, RequestSettings, parse_response
+from beam_caption.batch import ledger as bs
+from beam_caption.batch.api import BatchClient, BatchInfo
+from beam_caption.config import CaptionConfig, EndpointConfig
+from beam_caption.cost.pricing import ModelPrice
+from beam_caption.engine.engine import cost_usd
+from beam_caption.pipeline.rows import caption_row, error_row, error_stage
+from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
+from beam_caption.pipeline.sinks import SUMMARY_NAME, SummaryFn, summary_document
+from beam_caption.pipeline.structured import (
+    SchemaMismatch,
+    StructuredSpec,
+    arrow_fields,
+    parse_answer,
+)
+
+_LOG = logging.getLogger(__name__)
+# Why a request has no answer, by the batch's final status (a result line's own code wins).
+_MISSING_CODES = {"expired": "batch_expired", "cancelled": "batch_cancelled"}
+_LINE_CODES = frozenset({"batch_expired", "batch_cancelled"})
+
+
+def rows_record(caption: CaptionConfig, run_info: dict[str, Any]) -> dict[str, Any]:
+    """What collect needs to rebuild rows on another machine (kept in batches.json)."""
+    return {"model": caption.request.model, "prompt": caption.request.prompt,
+            "price": dataclasses.asdict(caption.price) if caption.price else None,
+            "structured": dataclasses.asdict(caption.structured) if caption.structured else None,
+            "run_info": run_info}
+
+
+def caption_config(run: bs.RunRecord) -> CaptionConfig:
+    """The CaptionConfig the row builders need, from a run's record."""
+    rows = run.rows
+    return CaptionConfig(
+        request=RequestSettings(model=rows["model"], prompt=rows.get("prompt") or ""),
+        endpoint=EndpointConfig(base_url=run.endpoint["base_url"]),
+        price=ModelPrice(**rows["price"]) if rows.get("price") else None,
+        run_id=run.run_id,
+        structured=StructuredSpec(**rows["structured"]) if rows.get("structured") else None)
+
+
+def _batch_cost(config: CaptionConfig, usage: Any) -> float | None:
+    return cost_usd(config.price, usage, batch=True)
+
+
+def _parse_line(line: dict[str, Any] | None, status: str,
+                batch_errors: Iterable[str]) -> ChatResult | tuple[str, str, ApiError | None]:
+    """A result line -> the answer, or (code, message, the ApiError if there was a response)."""
+    if line is None:
+        code = _MISSING_CODES.get(status, "batch_failed")
+        why = "; ".join(batch_errors) or f"the batch ended {status} without running it"
+        return code, f"no result: {why}", None
+    response = line.get("response")
+    if not isinstance(response, dict):
+        error = line.get("error") if isinstance(line.get("error"), dict) else {}
+        raw_code = str(error.get("code") or "")
+        code = raw_code if raw_code in _LINE_CODES else "batch_failed"
+        return code, f"{raw_code or 'error'}: {error.get('message') or 'no detail'}", None
+    request_id = response.get("request_id")
+    headers = {"x-request-id": request_id} if isinstance(request_id, str) else {}
+    body = json.dumps(response.get("body")).encode()
+    status_code = response.get("status_code")
+    try:
+        return parse_response(status_code if isinstance(status_code, int) else 500, headers, body)
+    except ApiError as exc:
+        return exc.row_code, exc.message, exc
+
+
+def _answered(line: dict[str, Any]) -> bool:
+    response = line.get("response")
+    return isinstance(response, dict) and response.get("status_code") == 200
+
+
+def shard_rows(config: CaptionConfig, metas: list[dict[str, Any]],
+               lines: Iterable[dict[str, Any]], status: str,
+               batch_errors: Iterable[str] = ()) -> tuple[list[dict], list[dict]]:
+    """(caption rows, error rows) for one shard: exactly one row per sidecar entry."""
+    results: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        key = line.get("custom_id")
+        # A request answered in the output file and also listed in the error file: the answer
+        # wins (it was paid for).
+        if isinstance(key, str) and (key not in results or _answered(line)):
+            results[key] = line
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for meta in metas:
+        by_key.setdefault(meta["request_key"], []).append(meta)
+    captions: list[dict] = []
+    errors: list[dict] = []
+    batch_errors = tuple(batch_errors)
+    for key, group in by_key.items():
+        parsed = _parse_line(results.get(key), status, batch_errors)
+        payer = group[0]["uri"]
+        for i, meta in enumerate(group):
+            row = (_caption(config, key, meta, parsed, payer=None if i == 0 else payer)
+                   if isinstance(parsed, ChatResult)
+                   else _error(config, key, meta, *parsed, first=i == 0))
+            (errors if "stage" in row else captions).append(row)
+    return captions, errors
+
+
+def _caption(config: CaptionConfig, key: str, meta: dict[str, Any], result: ChatResult, *,
+             payer: str | None) -> dict[str, Any]:
+    """A caption row; `payer` is the uri whose request paid when this image shares its answer."""
+    row = caption_row(meta, request_key=key, result=result, model=config.request.model,
+                      run_id=config.run_id, cost_usd=_batch_cost(config, result.usage),
+                      estimated_prompt_tokens=meta["estimated_prompt_tokens"] or 0,
+                      attempts=0 if payer else 1, latency_ms=None, batch=True,
+                      deduplicated_from=payer)
+    if config.structured is not None:
+        try:
+            row.update(parse_answer(row["caption"] or "", config.structured))
+        except SchemaMismatch as exc:
+            return _error(config, key, meta, "schema_mismatch", str(exc), None,
+                          first=payer is None, cost=row["cost_usd"])
+    return row
+
+
+def _error(config: CaptionConfig, key: str, meta: dict[str, Any], code: str, message: str,
+           api_error: ApiError | None, *, first: bool,
+           cost: float | None = None) -> dict[str, Any]:
+    if api_error is not None and cost is None and first:
+        cost = _batch_cost(config, api_error.usage)  # a billed answer (content filter)
+    return error_row(uri=meta["uri"], image_id=meta["image_id"], stage=error_stage(code),
+                     code=code, message=message, attempts=1 if first else 0, request_key=key,
+                     run_id=config.run_id, cost_usd=cost if first else None)
+
+
+def _write_parquet(path: str, rows: list[dict], schema: pa.Schema) -> None:
+    """Write under a name no reader globs, then rename: readers never see half a file."""
+    temporary = path.rsplit("/", 1)[0] + "/tmp-" + path.rsplit("/", 1)[-1]
+    with FileSystems.create(temporary) as handle:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), handle, compression="zstd")
+    FileSystems.rename([temporary], [path])
+
+
+def _read_meta(output: str, shard: bs.ShardRecord) -> list[dict[str, Any]]:
+    with FileSystems.open(bs.resolve(output, shard.meta)) as handle:
+        return pq.read_table(handle).to_pylist()
+
+
+def collect_shard(output: str, run: bs.RunRecord, shard: bs.ShardRecord,
+                  info: BatchInfo | None, client: BatchClient | None) -> tuple[int, int]:
+    """Write one finished shard's rows; returns (captions, errors). `info` None: never sent."""
+    config = caption_config(run)
+    lines: list[dict[str, Any]] = []
+    if info is not None and client is not None:
+        for file_id in (info.output_file_id, info.error_file_id):
+            if file_id:
+                lines.extend(client.download(file_id))
+    status = info.status if info is not None else "cancelled"
+    errors_text = info.errors if info is not None else ("cancelled before submission",)
+    captions, errors = shard_rows(config, _read_meta(output, shard), lines, status, errors_text)
+    spec = config.structured
+    name = f"{run.run_id}-batch-{shard.index:05d}.parquet"
+    if captions:
+        _write_parquet(FileSystems.join(output, f"captions-{name}"), captions,
+                       captions_schema(arrow_fields(spec.schema) if spec else None))
+    if errors:
+        _write_parquet(FileSystems.join(output, f"errors-{name}"), errors, ERRORS_SCHEMA)
+    return len(captions), len(errors)
+
+
+def _run_files(output: str, table: str, run_id: str) -> list[str]:
+    pattern = FileSystems.join(output, f"{table}-{run_id}-*.parquet")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def _tally(output: str, run_id: str) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    fn = SummaryFn()
+    acc = fn.create_accumulator()
+    files: dict[str, list[str]] = {}
+    for table, kind in (("captions", "caption"), ("errors", "error")):
+        files[table] = _run_files(output, table, run_id)
+        for path in files[table]:
+            with FileSystems.open(path) as handle:
+                for row in pq.read_table(handle).to_pylist():
+                    acc = fn.add_input(acc, (kind, row))
+    return acc, files
+
+
+def write_summary(output: str, run: bs.RunRecord) -> dict[str, Any]:
+    """run-summary.json for a collected run: the realtime fields over this run's rows, plus
+    `mode` and a `batch` block with what the same answers would have cost in realtime."""
+    acc, files = _tally(output, run.run_id)
+    summary = summary_document(acc)
+    summary["mean_latency_ms"] = None  # a batch's requests have no latency of their own
+    cost = summary["cost_usd"]
+    price = run.rows.get("price") or {}
+    discount = price.get("batch_discount") or 0
+    realtime = round(cost / discount, 8) if cost is not None and discount else None
+    by_status: dict[str, int] = {}
+    for shard in run.shards:
+        by_status[shard.status] = by_status.get(shard.status, 0) + 1
+    document = {**run.rows.get("run_info", {}), **summary, "mode": "batch",
+                "batch": {"batches": sum(1 for s in run.shards if s.batch_id),
+                          "by_status": dict(sorted(by_status.items())),
+                          "requests": sum(s.lines for s in run.shards),
+                          "cost_usd_at_realtime_prices": realtime,
+                          "saved_usd": (round(realtime - cost, 8)
+                                        if realtime is not None and cost is not None else None)},
+                "files": {t: [p.rsplit("/", 1)[-1] for p in paths] for t, paths in files.items()}}
+    path = FileSystems.join(output, SUMMARY_NAME)
+    with FileSystems.create(path, mime_type="application/json") as handle:
+        handle.write(json.dumps(document, indent=2).encode("utf-8"))
+    return document
+
+
+def finish_run(output: str, manifest: bs.Manifest, run: bs.RunRecord) -> dict[str, Any]:
+    """Once every shard is collected: the summary, superseded error files gone, run closed."""
+    summary = write_summary(output, run)
+    stale = [p for p in run.supersede if FileSystems.exists(p)]
+    if stale:
+        FileSystems.delete(stale)
+    inputs = [bs.resolve(output, s.path) for s in run.shards]
+    gone = [p for p in inputs if FileSystems.exists(p)]
+    if gone:
+        # The request files hold every image in base64: as large as the photos, and spent.
+        FileSystems.delete(gone)
+    run.state = bs.COLLECTED
+    bs.save(output, manifest)
+    return summary
+
+
+def note_status(shard: bs.ShardRecord, info: BatchInfo) -> bool:
+    """Copy a batch's status into its shard record; True if anything changed."""
+    before = (shard.status, shard.counts)
+    shard.status, shard.counts = info.status, info.counts
+    shard.output_file_id, shard.error_file_id = info.output_file_id, info.error_file_id
+    shard.errors = list(info.errors)
+    return before != (shard.status, shard.counts)
+
+
+def collect_run(output: str, manifest: bs.Manifest, run: bs.RunRecord,
+                client: BatchClient) -> dict[str, Any] | None:
+    """Collect every finished, uncollected shard of `run`; the summary once all are collected.
+
+    Shards still running, and shards never submitted, are left for later (None is returned).
+    """
+    for shard in run.shards:
+        if shard.collected:
+            continue
+        info = None
+        if shard.batch_id is not None:
+            info = client.get(shard.batch_id)
+            if note_status(shard, info):
+                bs.save(output, manifest)
+            if not info.terminal:
+                continue
+        elif not shard.cancel_requested:
+            continue  # not submitted yet: `beam-caption batch submit` sends it
+        captions, errors = collect_shard(output, run, shard, info, client)
+        shard.collected = True
+        bs.save(output, manifest)
+        _LOG.info("shard %d/%d (%s, %s): %d caption rows, %d error rows", shard.index + 1,
+                  len(run.shards), shard.batch_id or "never submitted", shard.status, captions,
+                  errors)
+    if all(s.collected for s in run.shards):
+        return finish_run(output, manifest, run)
+    return None

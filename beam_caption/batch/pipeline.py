@@ -1,0 +1,342 @@
+"""Batch mode's part of the job: JSONL request shards on the output, then one submission step.
+
+    prepared.images | BuildBatchLines(config)        # PreparedImage -> BatchItem (a JSONL line)
+                    | WriteBatchShards(output, ...)  # distributed: shard files + metadata sidecars
+                    | SubmitShards(...)              # runs once: upload, create, batches.json
+
+Shard files respect both Batch API limits (lines and bytes; base64 images make bytes the binding
+one). Each WriteBatchShards DoFn streams lines into its current shard file and keeps only the
+request keys and row metadata in memory, starting a new file when the next line would pass a
+limit and closing the last one in finish_bundle. Images with the same request_key in one bundle
+are sent once (the Batch API also rejects a file with a repeated custom_id); collect fans the
+answer out to each of them. A retried bundle leaves unreferenced files, which the submission step
+deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
+
+from beam_caption.api.client import build_request
+from beam_caption.batch import ledger as bs
+from beam_caption.batch.api import ENDPOINT, BatchClient, open_client
+from beam_caption.batch.collect import rows_record
+from beam_caption.config import BatchConfig, CaptionConfig, EndpointConfig, RunConfig
+from beam_caption.inputs.images import PreparedImage
+from beam_caption.pipeline.rows import error_row, utc_now
+from beam_caption.pipeline.schema import ERRORS_SCHEMA
+from beam_caption.pipeline.transforms import ERRORS
+
+_LOG = logging.getLogger(__name__)
+
+META_SCHEMA = pa.schema([
+    pa.field("request_key", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("source_id", pa.string()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("sent_width", pa.int32()),
+    pa.field("sent_height", pa.int32()),
+    pa.field("bytes", pa.int64()),
+    pa.field("estimated_prompt_tokens", pa.int64()),
+])
+
+
+class BatchItem(NamedTuple):
+    """One request as a JSONL line (no newline) plus the metadata of the image it came from."""
+
+    request_key: str
+    line: bytes
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A closed shard file: paths relative to the output, and what it holds."""
+
+    path: str
+    meta: str
+    lines: int
+    images: int
+    bytes: int
+
+
+def batch_item(config: CaptionConfig, image: PreparedImage) -> BatchItem:
+    """The Batch API line for one prepared image; custom_id is the request_key."""
+    prompt = config.prompt_for(image.prompt)
+    key = config.request_key(image.image_id, image.prompt)
+    body = build_request(config.request, image.jpeg, prompt)
+    line = json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body},
+                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    meta = {"request_key": key, "uri": image.uri, "image_id": image.image_id,
+            "source_id": image.source_id, "width": image.width, "height": image.height,
+            "sent_width": image.sent_width, "sent_height": image.sent_height,
+            "bytes": image.bytes, "estimated_prompt_tokens": config.estimated_prompt_tokens(
+                (image.sent_width, image.sent_height), image.prompt)}
+    return BatchItem(key, line, meta)
+
+
+class LineTooLarge(ValueError):
+    """One request is larger than a whole batch file may be."""
+
+
+class ShardWriter:
+    """Streams lines into shard files under `directory`, never passing `max_lines`/`max_bytes`.
+
+    Only request keys and row metadata stay in memory. A request key seen again anywhere in the
+    writer's life (one bundle) is not written again: its row metadata joins the shard that holds
+    the line, so collect gives it the same answer. The metadata sidecars are therefore written in
+    `finish`, when no more rows can join them.
+    """
+
+    def __init__(self, output: str, directory: str, max_lines: int, max_bytes: int,
+                 create: Callable[[str], Any] = FileSystems.create) -> None:
+        self._output = output
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._create = create
+        self._handle: Any = None
+        self._names: list[str] = []  # one per shard, without extension
+        self._metas: list[list[dict[str, Any]]] = []
+        self._lines: list[int] = []
+        self._bytes: list[int] = []
+        self._shard_of: dict[str, int] = {}  # request_key -> shard index
+        # Names sort in writing order within a writer; the prefix keeps writers apart.
+        self._prefix = f"{directory}/shard-{uuid.uuid4().hex[:12]}"
+
+    def add(self, item: BatchItem) -> None:
+        """Add one request (or one more image for a request already written)."""
+        shard = self._shard_of.get(item.request_key)
+        if shard is not None:
+            self._metas[shard].append(item.meta)
+            return
+        size = len(item.line) + 1
+        if size > self._max_bytes:
+            raise LineTooLarge(f"the request is {size} bytes, more than a batch file may hold "
+                               f"({self._max_bytes}); lower --max-side or --jpeg-quality")
+        if self._handle is not None and (self._lines[-1] + 1 > self._max_lines
+                                         or self._bytes[-1] + size > self._max_bytes):
+            self._close_file()
+        if self._handle is None:
+            self._open_file()
+        self._handle.write(item.line + b"\n")
+        self._shard_of[item.request_key] = len(self._names) - 1
+        self._metas[-1].append(item.meta)
+        self._lines[-1] += 1
+        self._bytes[-1] += size
+
+    def _open_file(self) -> None:
+        self._names.append(f"{self._prefix}-{len(self._names):05d}")
+        self._metas.append([])
+        self._lines.append(0)
+        self._bytes.append(0)
+        self._handle = self._create(bs.resolve(self._output, self._names[-1] + ".jsonl"))
+
+    def _close_file(self) -> None:
+        self._handle.close()
+        self._handle = None
+
+    def finish(self) -> list[ShardInfo]:
+        """Close the open file, write every sidecar, and describe the shards written."""
+        if self._handle is not None:
+            self._close_file()
+        shards = []
+        for name, metas, lines, size in zip(self._names, self._metas, self._lines, self._bytes,
+                                            strict=True):
+            with self._create(bs.resolve(self._output, name + ".meta.parquet")) as handle:
+                pq.write_table(pa.Table.from_pylist(metas, schema=META_SCHEMA), handle,
+                               compression="zstd")
+            shards.append(ShardInfo(name + ".jsonl", name + ".meta.parquet", lines, len(metas),
+                                    size))
+        self._names, self._metas, self._lines, self._bytes = [], [], [], []
+        self._shard_of = {}
+        return shards
+
+
+class _WriteShardsDoFn(beam.DoFn):
+    """BatchItem -> ShardInfo per shard file (at the end of the bundle); too-large requests
+    become error rows."""
+
+    def __init__(self, output: str, run_id: str, batch: BatchConfig) -> None:
+        self._output = output
+        self._run_id = run_id
+        self._batch = batch
+        self._writer: ShardWriter | None = None
+
+    def start_bundle(self) -> None:
+        """Each bundle writes its own shard files."""
+        self._writer = ShardWriter(self._output, f"{bs.BATCH_DIR}/{self._run_id}",
+                                   self._batch.max_lines, self._batch.max_bytes)
+
+    def process(self, item: BatchItem) -> Iterator[Any]:
+        """Append the line; yield the shards that filled up."""
+        assert self._writer is not None
+        try:
+            self._writer.add(item)
+        except LineTooLarge as exc:
+            meta = item.meta
+            yield TaggedOutput(ERRORS, error_row(
+                uri=meta["uri"], image_id=meta["image_id"], stage="request", code="too_large",
+                message=str(exc), request_key=item.request_key, run_id=self._run_id))
+
+    def finish_bundle(self) -> Iterator[Any]:
+        """Close the bundle's files and describe them: a bundle never ends with a file open."""
+        assert self._writer is not None
+        for info in self._writer.finish():
+            yield GlobalWindows.windowed_value_at_end_of_window(info)
+
+
+class BuildBatchLines(beam.PTransform):
+    """PreparedImage -> BatchItem (the request line and the row metadata)."""
+
+    def __init__(self, config: CaptionConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, images: beam.PCollection) -> beam.PCollection:
+        """One Map."""
+        return images | "BatchLine" >> beam.Map(_to_item, self._config)
+
+
+def _to_item(image: PreparedImage, config: CaptionConfig) -> BatchItem:
+    return batch_item(config, image)
+
+
+class WriteBatchShards(beam.PTransform):
+    """BatchItem -> ShardInfo, with an `errors` output for requests too large for any file."""
+
+    def __init__(self, output: str, run_id: str, batch: BatchConfig) -> None:
+        super().__init__()
+        self._fn = _WriteShardsDoFn(output, run_id, batch)
+
+    def expand(self, items: beam.PCollection) -> Any:
+        """Apply the shard-writing DoFn."""
+        return items | "WriteShards" >> beam.ParDo(self._fn).with_outputs(ERRORS, main="shards")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the submission step records about the run (see batch_state.RunRecord)."""
+
+    output: str
+    run_id: str
+    endpoint: EndpointConfig
+    rows: dict[str, Any]
+    supersede: tuple[str, ...] = ()
+
+
+def endpoint_record(endpoint: EndpointConfig) -> dict[str, Any]:
+    """Where to reach the API and find the key (never the key itself)."""
+    return {"base_url": endpoint.base_url, "api_key_env": endpoint.api_key_env,
+            "api_key_file": endpoint.api_key_file, "api_key_secret": endpoint.api_key_secret}
+
+
+def record_run(spec: RunSpec, shards: list[ShardInfo]) -> tuple[bs.Manifest, bs.RunRecord]:
+    """Add the run and its shards to batches.json (once: a retried step finds them there)."""
+    manifest = bs.load(spec.output)
+    run = manifest.run(spec.run_id)
+    if run is None:
+        ordered = sorted(shards, key=lambda s: s.path)
+        run = bs.RunRecord(
+            run_id=spec.run_id, created_at=utc_now().isoformat(),
+            endpoint=endpoint_record(spec.endpoint), rows=spec.rows,
+            supersede=list(spec.supersede),
+            shards=[bs.ShardRecord(index=i, path=s.path, meta=s.meta, lines=s.lines,
+                                   images=s.images, bytes=s.bytes)
+                    for i, s in enumerate(ordered)])
+        manifest.runs.append(run)
+        bs.save(spec.output, manifest)
+        _delete_unreferenced(spec.output, run)
+    return manifest, run
+
+
+def _delete_unreferenced(output: str, run: bs.RunRecord) -> None:
+    """Shard files of retried bundles: written, but never emitted, so never submitted."""
+    keep = {bs.resolve(output, p) for s in run.shards for p in (s.path, s.meta)}
+    pattern = bs.resolve(output, f"{bs.BATCH_DIR}/{run.run_id}/*")
+    stray = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.path not in keep]
+    if stray:
+        FileSystems.delete(stray)
+
+
+def submit_pending(output: str, manifest: bs.Manifest, run: bs.RunRecord,
+                   client: BatchClient) -> int:
+    """Upload and submit every shard of `run` without a batch, saving after each step.
+
+    Returns how many batches were created now.
+    """
+    created = 0
+    for shard in run.unsubmitted():
+        if shard.file_id is None:
+            shard.file_id = client.upload(bs.resolve(output, shard.path), shard.bytes,
+                                          f"{run.run_id}-{shard.index:05d}.jsonl")
+            shard.uploaded_at, shard.status = int(time.time()), "uploaded"
+            bs.save(output, manifest)
+        info = client.create_once(shard.file_id, {"beam_caption_run": run.run_id,
+                                                  "beam_caption_shard": str(shard.index)},
+                                  not_before=(shard.uploaded_at or 0) - 60)
+        shard.batch_id, shard.status, shard.counts = info.id, info.status, info.counts
+        bs.save(output, manifest)
+        created += 1
+        _LOG.info("shard %d/%d (%d requests, %.1f MB) submitted as %s", shard.index + 1,
+                  len(run.shards), shard.lines, shard.bytes / 1e6, info.id)
+    if run.state == bs.SUBMITTING and not run.unsubmitted():
+        run.state = bs.SUBMITTED
+        bs.save(output, manifest)
+    return created
+
+
+def _submit_all(shards: list[ShardInfo], spec: RunSpec) -> str:
+    manifest, run = record_run(spec, shards)
+    endpoint = run.endpoint
+    client = open_client(endpoint["base_url"], endpoint["api_key_env"], endpoint["api_key_file"],
+                         endpoint["api_key_secret"])
+    submit_pending(spec.output, manifest, run, client)
+    return spec.run_id
+
+
+class SubmitShards(beam.PTransform):
+    """ShardInfo -> the run id, once: every shard recorded, uploaded and submitted in one step."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, shards: beam.PCollection) -> beam.PCollection:
+        """A global combine to one list (shard records are small), then one sequential Map."""
+        return (shards
+                | "AllShards" >> beam.combiners.ToList()
+                | "Submit" >> beam.Map(_submit_all, self._spec))
+
+
+def submit_batches(prepared: Any, config: RunConfig, run_info: dict[str, Any],
+                   supersede: tuple[str, ...] = ()) -> beam.PCollection:
+    """Batch mode's replacement for CaptionImages + WriteCaptions; returns the run id.
+
+    `prepared` is PrepareImages' output; its error rows (and requests too large for a file) are
+    written now as errors-<run_id>-*.parquet; captions come later, from `batch collect`.
+    """
+    run_id = config.caption.run_id
+    items = prepared.images | "BuildBatchLines" >> BuildBatchLines(config.caption)
+    written = items | "WriteBatchShards" >> WriteBatchShards(config.output, run_id, config.batch)
+    errors = (prepared.errors, written[ERRORS]) | "AllErrors" >> beam.Flatten()
+    _ = errors | "WriteErrorsParquet" >> beam.io.WriteToParquet(
+        FileSystems.join(config.output, f"errors-{run_id}"), ERRORS_SCHEMA, codec="zstd",
+        file_name_suffix=".parquet")
+    spec = RunSpec(config.output, run_id, config.caption.endpoint,
+                   rows_record(config.caption, run_info), tuple(supersede))
+    return written.shards | "SubmitShards" >> SubmitShards(spec)

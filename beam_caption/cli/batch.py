@@ -1,0 +1,250 @@
+"""`beam-caption batch submit|status|collect|cancel OUTPUT`, and what `run --mode batch` does
+after its pipeline: wait for the batches with capped backoff, then collect.
+
+Everything works from batches.json in OUTPUT, so any machine with access to the output (and the
+key) can follow or finish a batch-mode run that another launcher started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from beam_caption.batch import ledger as bs
+from beam_caption.batch.api import BatchClient, open_client
+from beam_caption.batch.collect import collect_run, note_status
+from beam_caption.batch.pipeline import submit_pending
+from beam_caption.config import RunConfig
+from beam_caption.errors import BeamCaptionError, ConfigError, RunAborted
+from beam_caption.pipeline.outputs import print_preview
+
+_LOG = logging.getLogger("beam_caption.batch")
+ACTIONS = ("submit", "status", "collect", "cancel")
+# Waits between status checks start at FIRST_WAIT_S and double, up to the poll interval while
+# batches progress and up to POLL_CAP_FACTOR intervals while nothing changes.
+FIRST_WAIT_S = 1.0
+POLL_CAP_FACTOR = 10
+
+DESCRIPTION = """Follow and finish Batch API runs (`beam-caption run --mode batch`).
+
+The Batch API answers within 24 hours at half the realtime price. `run --mode batch` writes the
+requests as JSONL shard files in OUTPUT/batch/, submits them and records every file and batch id
+in OUTPUT/batches.json; these commands read that file, so they work from any machine:
+  submit   upload and submit shards that have no batch yet (a launcher died while submitting)
+  status   show each batch's status and request counts
+  collect  write the rows of finished batches (captions-*.parquet, errors-*.parquet,
+           run-summary.json); with --wait, first wait until every batch has finished
+  cancel   cancel running batches; `collect` then keeps the answers already paid for"""
+EPILOG = """examples:
+  beam-caption run --mode batch --no-wait --input 'photos/*.jpg' --output out/b
+  beam-caption batch status out/b
+  beam-caption batch collect out/b --wait --poll-interval 60
+  beam-caption batch cancel out/b && beam-caption batch collect out/b --wait
+
+Requests a batch did not answer (expired, cancelled, failed) become error rows; a later
+`beam-caption run --resume` (realtime or --mode batch) sends exactly those again."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The action, the output directory, waiting, and endpoint/key overrides."""
+    parser.add_argument("action", choices=ACTIONS, help="what to do (see above)")
+    parser.add_argument("output", metavar="OUTPUT",
+                        help="the --output of the batch-mode run (local or gs://)")
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=False,
+                        help="submit/collect: wait until every batch has finished, then collect")
+    parser.add_argument("--poll-interval", type=float, default=30.0, metavar="S",
+                        help="seconds between status checks while batches progress (the "
+                             "first checks come sooner); the wait doubles while nothing changes, "
+                             f"up to {POLL_CAP_FACTOR}x (default: 30)")
+    parser.add_argument("--base-url", metavar="URL",
+                        help="endpoint to use instead of the one the run recorded")
+    parser.add_argument("--api-key-env", metavar="NAME",
+                        help="variable holding the API key (default: as the run recorded, "
+                             "usually OPENAI_API_KEY)")
+    parser.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
+    parser.add_argument("--api-key-secret", metavar="NAME",
+                        help="read the API key from Google Secret Manager")
+
+
+class Clients:
+    """One BatchClient per endpoint, from a run's recorded endpoint and any CLI overrides."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None,
+                 factory: Callable[..., BatchClient] = open_client) -> None:
+        self._overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        self._factory = factory
+        self._made: dict[tuple[Any, ...], BatchClient] = {}
+
+    def for_run(self, run: bs.RunRecord) -> BatchClient:
+        """The client for `run`'s endpoint."""
+        where = dict(run.endpoint)
+        if {"api_key_env", "api_key_file", "api_key_secret"} & set(self._overrides):
+            # A key source named on the command line replaces the recorded ones.
+            where.update(api_key_file=None, api_key_secret=None)
+        where.update(self._overrides)
+        key = (where["base_url"], where["api_key_env"], where.get("api_key_file"),
+               where.get("api_key_secret"))
+        if key not in self._made:
+            self._made[key] = self._factory(*key)
+        return self._made[key]
+
+
+def main(args: argparse.Namespace, extra: list[str]) -> int:
+    """Dispatch the action; returns the exit code."""
+    output = args.output.rstrip("/")
+    manifest = bs.load(output)
+    if not manifest.runs:
+        raise ConfigError(f"{output} has no {bs.MANIFEST_NAME}: start a batch with "
+                          f"`beam-caption run --mode batch --output {output} ...`")
+    if args.poll_interval <= 0:
+        raise ConfigError("--poll-interval must be positive")
+    clients = Clients({"base_url": args.base_url, "api_key_env": args.api_key_env,
+                       "api_key_file": args.api_key_file,
+                       "api_key_secret": args.api_key_secret})
+    if args.action == "status":
+        print_status(output, manifest, clients)
+        return 0
+    if args.action == "cancel":
+        return cancel(output, manifest, clients)
+    if args.action == "submit":
+        for run in manifest.open_runs():
+            created = submit_pending(output, manifest, run, clients.for_run(run))
+            print(f"run {run.run_id}: {created} batches submitted now, "
+                  f"{sum(1 for s in run.shards if s.batch_id) - created} submitted before")
+        if not args.wait:
+            print(f"follow them: beam-caption batch status {output}")
+            return 0
+    return wait_and_collect(output, manifest, clients, args.poll_interval, wait=args.wait)
+
+
+def wait_and_collect(output: str, manifest: bs.Manifest, clients: Clients,
+                     poll_interval_s: float, *, wait: bool = True,
+                     sleep: Callable[[float], None] = time.sleep) -> int:
+    """Optionally wait for every submitted batch to end, then collect what has ended."""
+    runs = manifest.open_runs()
+    if wait:
+        wait_for_batches(output, manifest, runs, clients, poll_interval_s, sleep=sleep)
+    waiting = 0
+    for run in runs:
+        summary = collect_run(output, manifest, run, clients.for_run(run))
+        if summary is not None:
+            print_preview(output, summary)
+            print(f"batch run {run.run_id}: ${summary['cost_usd'] or 0:.6f} at batch prices "
+                  f"(${summary['batch']['cost_usd_at_realtime_prices'] or 0:.6f} in realtime)")
+            continue
+        unsubmitted = len(run.unsubmitted())
+        if unsubmitted:
+            print(f"run {run.run_id}: {unsubmitted} shard files were never submitted: run "
+                  f"`beam-caption batch submit {output}`")
+        waiting += 1
+    if waiting and not wait:
+        print(f"{waiting} runs still have batches running: collect again later, or add --wait")
+    return 1 if waiting and wait else 0
+
+
+def wait_for_batches(output: str, manifest: bs.Manifest, runs: list[bs.RunRecord],
+                     clients: Clients, poll_interval_s: float, *,
+                     sleep: Callable[[float], None] = time.sleep) -> None:
+    """Poll every submitted, unfinished batch until all have ended; log progress per batch
+    (the waits between checks: `next_delay`)."""
+    delay = 0.0
+    while True:
+        changed, running = False, 0
+        for run in runs:
+            client = clients.for_run(run)
+            for shard in run.shards:
+                if shard.batch_id is None or shard.collected or shard.status in _ENDED:
+                    continue
+                info = client.get(shard.batch_id)
+                if note_status(shard, info):
+                    changed = True
+                    _LOG.info("%s (shard %d/%d): %s, %d of %d done, %d failed", info.id,
+                              shard.index + 1, len(run.shards), info.status, info.completed,
+                              info.total or shard.lines, info.failed)
+                running += 0 if info.terminal else 1
+        if changed:
+            bs.save(output, manifest)
+        if not running:
+            return
+        delay = next_delay(delay, changed=changed, interval_s=poll_interval_s)
+        sleep(delay)
+
+
+def next_delay(delay_s: float, *, changed: bool, interval_s: float) -> float:
+    """The wait before the next status check, after waiting `delay_s` (0 before the first).
+
+    The first waits are short (a small batch can end within seconds), then each wait doubles:
+    up to `interval_s` while the batches make progress, up to POLL_CAP_FACTOR intervals while
+    nothing changes (a batch queued for hours is not checked every 30 s all day).
+    """
+    first = min(FIRST_WAIT_S, interval_s)
+    cap = interval_s if changed else POLL_CAP_FACTOR * interval_s
+    return max(first, min(delay_s * 2, cap))
+
+
+_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+def print_status(output: str, manifest: bs.Manifest, clients: Clients) -> None:
+    """One line per run and per shard: batch id, status, request counts (asks the API for open
+    runs; batches.json is not changed)."""
+    for run in manifest.runs:
+        print(f"run {run.run_id} ({run.state}, {len(run.shards)} shard files, "
+              f"{sum(s.lines for s in run.shards)} requests)")
+        client = clients.for_run(run) if run.open else None
+        for shard in run.shards:
+            status, counts = shard.status, shard.counts
+            if client is not None and shard.batch_id and status not in _ENDED:
+                info = client.get(shard.batch_id)
+                status, counts = info.status, info.counts
+            done = f"{counts.get('completed', 0)}/{counts.get('total') or shard.lines} done, " \
+                   f"{counts.get('failed', 0)} failed" if counts else f"{shard.lines} requests"
+            print(f"  shard {shard.index + 1}: {shard.batch_id or 'not submitted'} {status}, "
+                  f"{done}{', collected' if shard.collected else ''}")
+    if manifest.open_runs():
+        print(f"collect: beam-caption batch collect {output} --wait")
+
+
+def cancel(output: str, manifest: bs.Manifest, clients: Clients) -> int:
+    """Cancel every running batch of the open runs; unsubmitted shards are never submitted."""
+    cancelled = 0
+    for run in manifest.open_runs():
+        client = clients.for_run(run)
+        for shard in run.shards:
+            if shard.collected or shard.status in _ENDED:
+                continue
+            shard.cancel_requested = True
+            if shard.batch_id is not None:
+                note_status(shard, client.cancel(shard.batch_id))
+                cancelled += 1
+            bs.save(output, manifest)
+    print(f"{cancelled} batches cancelled; answers already made are kept and billed: write "
+          f"their rows with `beam-caption batch collect {output} --wait`")
+    return 0
+
+
+def run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
+    """`run --mode batch` after building the job: run it (it submits the batches), then wait
+    and collect per --wait. A remote job is started and left to run."""
+    output = config.output
+    try:
+        result = pipeline.run()
+        if local:
+            result.wait_until_finish()
+    except BeamCaptionError as exc:  # the submission step's API error, re-raised by the runner
+        raise RunAborted(f"submitting the batches failed: {exc}. What was submitted is in "
+                         f"{output}/{bs.MANIFEST_NAME}; fix the cause, then `beam-caption batch "
+                         f"submit {output}`") from None
+    if not local:
+        print(f"job started: it submits the batches once the request files are written; then "
+              f"`beam-caption batch status {output}` and `beam-caption batch collect {output} "
+              "--wait`")
+        return 0
+    if not config.batch.wait:
+        print(f"batches submitted; collect their rows later with `beam-caption batch collect "
+              f"{output} --wait` (status: `beam-caption batch status {output}`)")
+        return 0
+    return wait_and_collect(output, bs.load(output), Clients(), config.batch.poll_interval_s)

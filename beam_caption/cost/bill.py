@@ -1,0 +1,136 @@
+"""The bill from an estimate's token tally: the chosen model, alternatives, --max-side choices.
+
+Pure arithmetic over the tally that beam_caption.cost.estimate's pipeline produces; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from beam_caption.cost.estimate import (
+    COMPARE_SIDES,
+    DEFAULT_COMPARE_COUNT,
+    DEFAULT_EXPECTED_OUTPUT_TOKENS,
+    Tally,
+    rule_key,
+)
+from beam_caption.cost.pricing import ModelPrice
+
+
+@dataclass(frozen=True)
+class BillSettings:
+    """The choices the bill depends on (the pipeline's tally does not)."""
+
+    model: str
+    max_side: int
+    expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS
+    max_output_tokens: int = 60
+    compare_models: tuple[str, ...] | None = None  # None: DEFAULT_COMPARE_COUNT neighbours
+
+
+def cost_line(tally: Tally, scale: float, model: str, price: ModelPrice | None, max_side: int,
+              expected_output: int, worst_output: int) -> dict[str, Any]:
+    """Tokens and dollars of one (model, --max-side) variant, scaled by `scale` (sampling)."""
+    rule = price.image_tokens if price else None
+    images = tally.images * scale
+    prompt = tally.prompt_tokens.get((rule_key(rule), max_side), 0) * scale
+    text = tally.text_tokens * scale
+    line: dict[str, Any] = {
+        "model": model, "max_side": max_side, "images": round(images),
+        "input_tokens": round(prompt), "text_tokens": round(text),
+        "image_tokens": round(prompt - text),
+        "input_tokens_per_image": round(prompt / images, 1) if images else None,
+        "output_tokens": round(images * expected_output),
+        "output_tokens_worst": round(images * worst_output),
+    }
+    money = ("input_usd", "realtime_usd", "batch_usd", "realtime_usd_worst", "batch_usd_worst",
+             "realtime_usd_per_1000", "batch_usd_per_1000")
+    if price is None:
+        return {**line, **dict.fromkeys(money)}
+    # Cost is linear in tokens, so the cost of the sums is the sum of per-image costs.
+    out, worst = images * expected_output, images * worst_output
+    realtime, batch = price.cost_usd(prompt, out), price.cost_usd(prompt, out, batch=True)
+    per_k = 1000 / images if images else 0.0
+    return {**line, "input_usd": price.cost_usd(prompt, 0), "realtime_usd": realtime,
+            "batch_usd": batch, "realtime_usd_worst": price.cost_usd(prompt, worst),
+            "batch_usd_worst": price.cost_usd(prompt, worst, batch=True),
+            "realtime_usd_per_1000": realtime * per_k, "batch_usd_per_1000": batch * per_k}
+
+
+def default_compare_models(unit_cost: Mapping[str, float | None], chosen: str,
+                           count: int = DEFAULT_COMPARE_COUNT) -> list[str]:
+    """Alternatives to `chosen`: the nearest cheaper and dearer models (half each if possible).
+
+    `unit_cost` is each model's estimated cost per image (or per 1,000; None when unpriced); an
+    unpriced chosen model is compared with the `count` cheapest. Ties go by name (stable).
+    """
+    ranked = sorted((cost, name) for name, cost in unit_cost.items()
+                    if cost is not None and name != chosen)
+    own = unit_cost.get(chosen)
+    if own is None:
+        return [name for _, name in ranked[:count]]
+    cheaper = [name for cost, name in ranked if cost <= own]
+    dearer = [name for cost, name in ranked if cost > own]
+    n_dearer = min(len(dearer), max(count // 2, count - len(cheaper)))
+    n_cheaper = min(len(cheaper), count - n_dearer)
+    return cheaper[len(cheaper) - n_cheaper:] + dearer[:n_dearer]
+
+
+def build_report(tally_dict: Mapping[str, Any], prices: Mapping[str, ModelPrice],
+                 bill: BillSettings) -> dict[str, Any]:
+    """The estimate as a JSON-ready dict: counts, the chosen variant, and the comparisons."""
+    tally = Tally.from_dict(tally_dict)
+    measured = tally.files
+    files_total = int(tally_dict.get("files_total", measured))
+    scale = files_total / measured if measured else 1.0
+    expected = min(bill.expected_output_tokens, bill.max_output_tokens)
+    price = prices.get(bill.model)
+
+    def line(model: str, model_price: ModelPrice | None, side: int) -> dict[str, Any]:
+        return cost_line(tally, scale, model, model_price, side, expected, bill.max_output_tokens)
+
+    every_model = {name: line(name, p, bill.max_side) for name, p in prices.items()}
+    chosen = every_model.get(bill.model) or line(bill.model, None, bill.max_side)
+    compare = bill.compare_models
+    if compare is None:
+        per_1000 = {name: ln["realtime_usd_per_1000"]
+                    for name, ln in {**every_model, bill.model: chosen}.items()}
+        compare = tuple(default_compare_models(per_1000, bill.model))
+    models = [chosen, *(every_model[name] for name in compare if name != bill.model)]
+    sides = sorted({*COMPARE_SIDES, bill.max_side}, key=lambda s: (s == 0, s))
+    sample = tally_dict.get("sample")
+    return {
+        "model": bill.model, "max_side": bill.max_side, "priced": price is not None,
+        "files": files_total, "images": chosen["images"],
+        "unreadable": round(files_total - tally.images * scale),
+        "unreadable_by_code": dict(tally.unreadable),
+        "unreadable_examples": [{"uri": u, "code": c} for u, c in tally.examples],
+        "sample": {"requested": sample, "measured": measured, "files_total": files_total,
+                   "scale": scale} if sample else None,
+        "expected_output_tokens": expected, "max_output_tokens": bill.max_output_tokens,
+        "chosen": chosen,
+        "by_model": sorted(models, key=_by_cost),
+        "by_max_side": [line(bill.model, price, side) for side in sides],
+        "warnings": _warnings(bill, price, tally),
+    }
+
+
+def _by_cost(line: Mapping[str, Any]) -> tuple[bool, float, str]:
+    cost = line["realtime_usd"]
+    return cost is None, cost or 0.0, line["model"]
+
+
+def _warnings(bill: BillSettings, price: ModelPrice | None, tally: Tally) -> list[str]:
+    notes = []
+    if price is None:
+        notes.append(f"no price for model {bill.model} in the price table: costs are unknown "
+                     "(add it with --prices FILE); image tokens are estimated as 32 px patches")
+    if bill.expected_output_tokens > bill.max_output_tokens:
+        notes.append(f"--expected-output-tokens {bill.expected_output_tokens} is above "
+                     f"--max-output-tokens {bill.max_output_tokens}: using "
+                     f"{bill.max_output_tokens}")
+    if not tally.images:
+        notes.append("no readable images: nothing to estimate")
+    return notes

@@ -1,0 +1,271 @@
+"""The Dataflow Flex Template: metadata.json generated from RUN_OPTIONS, and the launcher's argv.
+
+templates/metadata.json is never edited by hand: `beam-caption template-metadata --output
+templates/metadata.json` writes it from the same option table as `run --help`, and a test fails
+when the file is out of date. Parameter names use underscores (max_side), the spelling of Beam's
+own options and of every Google template; the launcher entry point (templates/launch.py ->
+`launch`) turns the `--max_side=512` the Flex Template launcher passes back into our
+`--max-side=512`, and `--overwrite=true` into the bare flag argparse expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from beam_caption.auth.secrets import SECRET_NAME_PATTERN
+from beam_caption.errors import ConfigError
+from beam_caption.options import RUN_OPTIONS, Option
+
+_LOG = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "beam-caption"
+TEMPLATE_DESCRIPTION = (
+    "Caption images in Cloud Storage with a vision-language model over an OpenAI-compatible "
+    "chat-completions API; writes captions-*.parquet (with tokens and cost), errors-*.parquet "
+    "and run-summary.json to the output folder. The API key comes from Secret Manager "
+    "(api_key_secret), never from a parameter value.")
+METADATA_FILE = "templates/metadata.json"
+# Set in templates/Dockerfile to the image's own URI: the workers then run the launcher's image.
+IMAGE_ENV = "BEAM_CAPTION_IMAGE"
+
+# `run` flags a template does not offer, and why (a test checks each still exists).
+NOT_TEMPLATE_PARAMETERS: dict[str, str] = {
+    "--simulate": "the simulator would run in the launcher VM, out of the workers' reach",
+    "--api-key-env": "Dataflow workers do not see the launcher's environment; use api_key_secret",
+    "--api-key-file": "a file in the launcher container is not on the workers; use api_key_secret",
+    "--prices": "a local file; the launcher container has only the built-in price table",
+    "--wait": "a template launcher starts the job and returns; `beam-caption batch collect` waits",
+    "--poll-interval": "only used while a launcher waits for batches, which a template never does",
+    "--interrupt-grace": "Ctrl-C reaches local runs only; a Dataflow job is drained or cancelled",
+}
+
+_ANY_TEXT = r"[^\n\r]+"
+# Flags whose values are locations: a console picker type and the value's shape.
+_LOCATIONS: dict[str, tuple[str, str]] = {
+    "--input": ("TEXT", rf"^(gs|s3|https?)://{_ANY_TEXT}$"),
+    "--manifest": ("GCS_READ_FILE", rf"^(gs|s3)://{_ANY_TEXT}$"),
+    "--output": ("GCS_WRITE_FOLDER", rf"^gs://{_ANY_TEXT}$"),
+    "--incremental": ("GCS_READ_FOLDER", rf"^gs://{_ANY_TEXT}$"),
+    "--base-url": ("TEXT", rf"^https?://{_ANY_TEXT}$"),
+    "--api-key-secret": ("TEXT", SECRET_NAME_PATTERN),
+}
+_EXAMPLES: dict[str, str] = {
+    "--input": "gs://my-bucket/photos/**/*.jpg",
+    "--output": "gs://my-bucket/captions/run1",
+    "--api-key-secret": "projects/my-project/secrets/openai-api-key/versions/latest",
+}
+_ACRONYMS = {"url": "URL", "api": "API", "rpm": "RPM", "tpm": "TPM", "mb": "MB", "jpeg": "JPEG",
+             "usd": "USD", "id": "ID", "urls": "URLs"}
+_FLAG = re.compile(r"--([a-z][a-z-]*[a-z])")
+_INTEGER = r"^[0-9]+$"
+_DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
+_BOOLEAN = r"^(true|false)$"
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+
+
+def template_options() -> list[Option]:
+    """The run options a template offers: all but NOT_TEMPLATE_PARAMETERS."""
+    return [opt for opt in RUN_OPTIONS if opt.flag not in NOT_TEMPLATE_PARAMETERS]
+
+
+def parameter_name(opt: Option) -> str:
+    """The template parameter's name: the flag in underscore spelling (max_side)."""
+    return opt.dest
+
+
+def _is_boolean(opt: Option) -> bool:
+    return opt.action in ("store_true", "bool")
+
+
+def _is_integer_type(opt: Option) -> bool:
+    # The option table's converters are small private functions (_positive_int, _quality, ...);
+    # asking the converter itself beats keeping a second list of which ones are integers.
+    try:
+        opt.type("1.5")
+    except (ValueError, argparse.ArgumentTypeError):
+        return True
+    return False
+
+
+def _kind(opt: Option) -> tuple[str, str | None]:
+    """(paramType, regex) for one option."""
+    if _is_boolean(opt):
+        return "BOOLEAN", _BOOLEAN
+    if opt.choices:
+        return "ENUM", "^(" + "|".join(opt.choices) + ")$"
+    if opt.flag in _LOCATIONS:
+        return _LOCATIONS[opt.flag]
+    if opt.type is str:
+        return "TEXT", None
+    return "NUMBER", _INTEGER if _is_integer_type(opt) else _DECIMAL
+
+
+def _label(opt: Option) -> str:
+    words = [_ACRONYMS.get(word, word) for word in opt.flag.lstrip("-").split("-")]
+    words[0] = words[0][:1].upper() + words[0][1:]
+    return " ".join(words)
+
+
+def _default_text(opt: Option) -> str | None:
+    """The default as the console would show it, or None when there is none to show."""
+    if opt.default is None or opt.action == "append":
+        return None
+    if isinstance(opt.default, bool):
+        return "true" if opt.default else "false"
+    return str(opt.default)
+
+
+def _help_text(opt: Option) -> str:
+    # Other flags named in the help are spelled as the template parameters they become.
+    text = _FLAG.sub(lambda m: m.group(1).replace("-", "_"), opt.help)
+    sentences = [text[:1].upper() + text[1:]]
+    if opt.action == "append":
+        sentences.append("A template takes one value")
+    default = _default_text(opt)
+    if default not in (None, "false"):
+        sentences.append(f"Default: {default}")
+    if opt.flag in _EXAMPLES:
+        sentences.append(f"Example: {_EXAMPLES[opt.flag]}")
+    return ". ".join(sentences)
+
+
+def parameter_metadata(opt: Option) -> dict[str, Any]:
+    """One option as a Flex Template ParameterMetadata (Dataflow API v1b3 field names)."""
+    param_type, regex = _kind(opt)
+    entry: dict[str, Any] = {
+        "name": parameter_name(opt),
+        "label": _label(opt),
+        "helpText": _help_text(opt),
+        "isOptional": not opt.required,
+        "paramType": param_type,
+        "groupName": opt.group[:1].upper() + opt.group[1:],
+    }
+    if regex:
+        entry["regexes"] = [regex]
+    if param_type == "ENUM":
+        entry["enumOptions"] = [{"value": choice} for choice in opt.choices or ()]
+    default = _default_text(opt)
+    if default is not None:
+        entry["defaultValue"] = default
+    return entry
+
+
+def build_metadata() -> dict[str, Any]:
+    """The whole metadata.json document."""
+    return {"name": TEMPLATE_NAME, "description": TEMPLATE_DESCRIPTION, "streaming": False,
+            "parameters": [parameter_metadata(opt) for opt in template_options()]}
+
+
+def render_metadata() -> str:
+    """metadata.json's exact text (stable key order, two-space indent, final newline)."""
+    return json.dumps(build_metadata(), indent=2, ensure_ascii=False) + "\n"
+
+
+# -- the launcher ------------------------------------------------------------------------------
+
+def launcher_argv(argv: Sequence[str], image: str | None = None) -> list[str]:
+    """The `run` arguments for what the Flex Template launcher passed.
+
+    Template parameters arrive as --name=value in underscore spelling; booleans as true/false.
+    Anything else (Beam and Dataflow options such as --project, --temp_location) passes through.
+    The job always runs on Dataflow; with `image` (this container's URI) the workers run the same
+    image, where beam-caption is already installed, so the staged setup package is dropped and
+    workers start without pip installs.
+    """
+    by_name = {parameter_name(opt): opt for opt in template_options()}
+    args: list[str] = []
+    for arg in argv:
+        name, has_value, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        opt = by_name.get(name.replace("-", "_"))
+        if opt is None:
+            args.append(arg)
+        elif _is_boolean(opt):
+            args.extend(_boolean_flag(opt, value if has_value else "true"))
+        else:
+            args.append(f"{opt.flag}={value}" if has_value else opt.flag)
+    return _dataflow_defaults(args, image)
+
+
+def _boolean_flag(opt: Option, value: str) -> list[str]:
+    text = value.strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ConfigError(f"{parameter_name(opt)} must be true or false, got {value!r}")
+    if text in _TRUE:
+        return [opt.flag]
+    # BooleanOptionalAction flags have a --no- form; store_true flags are simply left out.
+    return [f"--no-{opt.flag[2:]}"] if opt.action == "bool" else []
+
+
+def _dataflow_defaults(args: list[str], image: str | None) -> list[str]:
+    flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+    if "--runner" not in flags:
+        args.append("--runner=DataflowRunner")  # never run the job inside the launcher VM
+    if not image:
+        return args
+    if "--sdk_container_image" not in flags:
+        args.append(f"--sdk_container_image={image}")
+    if f"--sdk_container_image={image}" in args and "--setup_file" in flags:
+        _LOG.info("workers run %s, which has beam-caption installed: not staging setup.py", image)
+        args = [arg for arg in args if arg.split("=", 1)[0] != "--setup_file"]
+    return args
+
+
+def launch(argv: Sequence[str] | None = None) -> int:
+    """The Flex Template entry point: `beam-caption run` with the translated arguments."""
+    from beam_caption.cli import main
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = launcher_argv(argv, os.environ.get(IMAGE_ENV) or None)
+    except ConfigError as exc:
+        print(f"beam-caption: error: {exc}", file=sys.stderr)
+        return 2
+    return main(["run", *args])
+
+
+# -- the `template-metadata` subcommand --------------------------------------------------------
+
+DESCRIPTION = """Write the Flex Template's metadata.json, generated from the run options.
+
+Every `run` option except a few that cannot work in a template (local files, the local simulator,
+keys from the launcher's environment) becomes a template parameter with its label, help text,
+type, default and a validation regex."""
+EPILOG = f"""examples:
+  beam-caption template-metadata --output {METADATA_FILE}
+  beam-caption template-metadata --check {METADATA_FILE}    # exit 1 when out of date"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--output FILE (default: standard output) and --check FILE."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--output", metavar="FILE", default="-",
+                        help="write the metadata here (default: standard output)")
+    target.add_argument("--check", metavar="FILE",
+                        help="compare FILE with the generated metadata; exit 1 if it differs")
+
+
+def main(args: argparse.Namespace, extra: list[str]) -> int:
+    """Write or check metadata.json; returns the exit code."""
+    text = render_metadata()
+    if args.check:
+        path = Path(args.check)
+        if not path.is_file():
+            raise ConfigError(f"--check {args.check}: no such file")
+        if path.read_text(encoding="utf-8") != text:
+            print(f"beam-caption: {args.check} is out of date; regenerate it with "
+                  f"`beam-caption template-metadata --output {args.check}`", file=sys.stderr)
+            return 1
+        return 0
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    Path(args.output).write_text(text, encoding="utf-8")
+    return 0

@@ -1,0 +1,93 @@
+"""Answer memory: a request_key answered once in a worker process is not paid for again there.
+
+Two things look alike here and are told apart by the image's uri:
+- a *redelivery*: the same image again (Beam retried the bundle that held it, or a second
+  pipeline in this process runs the same run): it gets the very answer it had, as if nothing
+  happened, so its row is identical and counts the money once;
+- a *duplicate*: another image with the same bytes and settings: it shares the answer, keeps the
+  real usage and cost, and says which image paid (`shared_from`), so totals count it once.
+
+Only outcomes that carry an answer are remembered: a success, or an error the provider billed and
+that would repeat (a content filter). The memory is bounded (least recently used first out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from beam_caption.engine.engine import CaptionOutcome
+
+# About 1.5 KB per remembered answer: 30 MB at most per worker process and run.
+DEFAULT_CAPACITY = 20_000
+
+
+@dataclass
+class _Entry:
+    uri: str
+    future: asyncio.Future[CaptionOutcome]
+
+
+class AnswerMemory:
+    """request_key -> the outcome that answered it; used on the engine's event loop only."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def answer(self, key: str, uri: str,
+                     send: Callable[[], Awaitable[CaptionOutcome]]) -> CaptionOutcome:
+        """The remembered answer for `key`, or `send()`'s, remembered if it carries an answer.
+
+        A copy that arrives while the first is still in flight waits for it.
+        """
+        earlier = self._entries.get(key)
+        if earlier is not None:
+            self._entries.move_to_end(key)
+            outcome = await _wait_for(earlier.future)
+            if outcome is not None and outcome.carries_answer:
+                return _reuse(outcome, earlier.uri, uri)
+            # The first copy got no answer: this copy is a chance of its own.
+            return await send()
+        entry = _Entry(uri, asyncio.get_running_loop().create_future())
+        self._entries[key] = entry
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        try:
+            outcome = await send()
+        except BaseException:
+            entry.future.cancel()  # copies waiting on it send on their own
+            self._forget(key, entry)
+            raise
+        entry.future.set_result(outcome)
+        if not outcome.carries_answer:
+            self._forget(key, entry)
+        return outcome
+
+    def _forget(self, key: str, entry: _Entry) -> None:
+        if self._entries.get(key) is entry:
+            del self._entries[key]
+
+
+async def _wait_for(future: asyncio.Future[CaptionOutcome]) -> CaptionOutcome | None:
+    """The first copy's outcome; None if it was cancelled (our own cancellation propagates)."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if future.cancelled():
+            return None
+        raise
+
+
+def _reuse(outcome: CaptionOutcome, payer_uri: str, uri: str) -> CaptionOutcome:
+    if payer_uri == uri:
+        return replace(outcome, redelivered=True)
+    return replace(outcome, attempts=0, latency_ms=None, shared_from=payer_uri,
+                   redelivered=False)

@@ -1,0 +1,290 @@
+"""The per-process AsyncEngine: one event loop, one aiohttp session, one pacer per endpoint.
+
+Every CaptionImages DoFn in a worker process that talks to the same endpoint with the same limits
+shares one engine (engine_registry.py). The engine owns only the transport and the pacing; each
+job carries its own request body, price and run (run_state.RunState: spend share, stop, answer
+memory). So two CaptionImages with different prompts, schemas or output caps in one pipeline each
+send their own requests and pay at their own price.
+
+A job runs on the engine loop: answer memory -> attempt loop (slot -> buckets -> spend
+reservation -> POST -> parse) -> retry or finish. Exactly one retry layer lives here, decided by
+client.is_retryable; a job is retried only while it has no parsed answer, so an answer is never
+paid for twice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+
+from beam_caption.api.client import (
+    ApiError,
+    ChatResult,
+    QuotaExceeded,
+    RateLimited,
+    Usage,
+    as_api_error,
+    is_retryable,
+    parse_response,
+)
+from beam_caption.api.limits import backoff_delay
+from beam_caption.config import EndpointConfig, LimitsConfig
+from beam_caption.cost.pricing import ModelPrice, format_usd
+from beam_caption.engine import metrics as m
+from beam_caption.engine.budget import Reservation, SpendCap
+from beam_caption.engine.loop import LoopThread
+from beam_caption.engine.pacing import Pacer
+from beam_caption.engine.run_state import RunState, StopReason
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CaptionJob:
+    """One request to send, with everything that belongs to it and not to the engine."""
+
+    key: str  # the request_key: identical keys share one answer
+    uri: str
+    body: bytes  # the JSON request body, built by the job's own transform
+    estimated_prompt_tokens: int
+    max_output_tokens: int
+    price: ModelPrice | None
+    run: RunState
+    dedupe: bool = True
+
+
+@dataclass(frozen=True)
+class CaptionOutcome:
+    """How a job ended: an answer or the error that ended it, what it took and what it cost."""
+
+    result: ChatResult | None = None
+    error: ApiError | None = None
+    attempts: int = 0
+    latency_ms: float | None = None
+    cost_usd: float | None = None  # the answer's (or a billed error's) cost; None: no price
+    stopped: StopReason | None = None  # the run stopped before this job had an answer
+    abandoned: bool = False  # in flight when an interrupt's grace period ran out
+    shared_from: str | None = None  # the uri whose request paid for this answer (a duplicate)
+    redelivered: bool = False  # the same image's answer again (a retried bundle)
+
+    @property
+    def carries_answer(self) -> bool:
+        """True when the provider answered (and billed): a caption, or a billed refusal."""
+        if self.result is not None:
+            return True
+        error = self.error
+        return error is not None and error.usage is not None and not is_retryable(error)
+
+
+def cost_usd(price: ModelPrice | None, usage: Usage | None, *, batch: bool = False) -> float | None:
+    """What `usage` costs at `price` (None when the model has no price or nothing was billed)."""
+    if price is None or usage is None:
+        return None
+    return price.cost_usd(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                          batch=batch)
+
+
+class _NotSent(Exception):
+    """The run stopped (or the budget ran out) before this attempt was sent."""
+
+
+class AsyncEngine:
+    """Sends chat-completion requests for one worker process within its share of the limits."""
+
+    def __init__(self, endpoint: EndpointConfig, limits: LimitsConfig, loop_thread: LoopThread,
+                 api_key: str | None) -> None:
+        self.endpoint = endpoint
+        self.limits = limits
+        self.metrics = m.MetricsCollector()
+        self.pacer = Pacer(limits)
+        self._loop_thread = loop_thread
+        self._api_key = api_key
+        self._rng = random.Random()
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def _open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.limits.concurrency, limit_per_host=0,
+                                         ttl_dns_cache=300)
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        self._session = aiohttp.ClientSession(connector=connector, headers=headers)
+
+    def open(self) -> None:
+        """Create the session on the engine's loop (called once, from the registry)."""
+        self._loop_thread.run(self._open(), timeout=30)
+
+    def close(self) -> None:
+        """Close the session; jobs still running are cancelled."""
+        if self._session is not None:
+            self._loop_thread.run(self._session.close(), timeout=30)
+            self._session = None
+
+    # -- submission ------------------------------------------------------------------------
+    def submit(self, job: CaptionJob, finish: Callable[[CaptionOutcome], T]
+               ) -> concurrent.futures.Future[T]:
+        """Schedule `job` on the engine's loop (callable from any thread). `finish(outcome)` runs
+        on the loop as soon as the job ends, before the future completes: the caller persists
+        an answer there, whatever becomes of the thread that waits for the future."""
+        job.run.add_waker(self.pacer.wake)
+        return self._loop_thread.submit(self._finished(job, finish))
+
+    async def _finished(self, job: CaptionJob, finish: Callable[[CaptionOutcome], T]) -> T:
+        return finish(await self._counted(job))
+
+    async def _counted(self, job: CaptionJob) -> CaptionOutcome:
+        if job.dedupe:
+            outcome = await job.run.answers.answer(job.key, job.uri, lambda: self._run(job))
+        else:
+            outcome = await self._run(job)
+        fresh = not (outcome.redelivered or outcome.shared_from)
+        if outcome.redelivered:
+            self.metrics.inc(m.REDELIVERED)
+        elif outcome.shared_from:
+            self.metrics.inc(m.DEDUPLICATED)
+        result = outcome.result
+        usage = result.usage if result is not None else None
+        job.run.progress.record(ok=result is not None,
+                                tokens=usage.total_tokens if usage and fresh else 0,
+                                cost_usd=(outcome.cost_usd or 0.0) if fresh else 0.0)
+        return outcome
+
+    async def _run(self, job: CaptionJob) -> CaptionOutcome:
+        """Attempt `job` until it has an answer, a permanent error, or no attempts left."""
+        run = job.run
+        deadline = time.monotonic() + self.limits.retry_deadline_s
+        attempt = 0
+        while True:
+            if run.stopped is not None:
+                return CaptionOutcome(attempts=attempt, stopped=run.stopped)
+            attempt += 1
+            try:
+                result, latency_ms, cost = await self._attempt(job)
+            except _NotSent:
+                return CaptionOutcome(attempts=attempt - 1, stopped=run.stopped)
+            except (TimeoutError, ApiError, aiohttp.ClientError) as exc:
+                if run.abandoned and run.stopped is not None:
+                    return CaptionOutcome(attempts=attempt, stopped=run.stopped, abandoned=True)
+                error = as_api_error(exc) or ApiError(
+                    f"request failed: {type(exc).__name__}", code="request_failed")
+                delay = self._retry_delay(error, attempt, deadline)
+                if delay is None:
+                    return self._final_failure(job, error, attempt)
+                self.metrics.inc(m.RETRIES)
+                self.metrics.inc(f"retries_{error.row_code}")
+                self.metrics.inc(m.BACKOFF_MS, int(delay * 1000))
+                if not await run.sleep(delay):
+                    return CaptionOutcome(attempts=attempt, stopped=run.stopped)
+                continue
+            run.failures.success()
+            self.pacer.concurrency.on_success()
+            self.metrics.inc(m.REQUESTS_OK)
+            self.metrics.inc(m.TOKENS_IN, result.usage.prompt_tokens)
+            self.metrics.inc(m.TOKENS_OUT, result.usage.completion_tokens)
+            return CaptionOutcome(result=result, attempts=attempt, latency_ms=latency_ms,
+                                  cost_usd=cost)
+
+    def _final_failure(self, job: CaptionJob, error: ApiError, attempts: int) -> CaptionOutcome:
+        reason = job.run.failures.failure(error)
+        if reason is not None:
+            self._stop(job.run, reason)
+        return CaptionOutcome(error=error, attempts=attempts,
+                              cost_usd=cost_usd(job.price, error.usage))
+
+    def _stop(self, run: RunState, reason: StopReason) -> None:
+        if run.stopped is None:
+            self.metrics.inc(m.RUN_STOPPED)
+        run.stop(reason)
+
+    def _retry_delay(self, error: ApiError, attempt: int, deadline: float) -> float | None:
+        if not isinstance(error, RateLimited):
+            self.pacer.concurrency.on_error()  # the clean streak starts over
+        if not is_retryable(error):
+            return None
+        if attempt >= self.limits.max_attempts:
+            return None
+        delay = backoff_delay(attempt, retry_after=error.retry_after,
+                              base=self.limits.backoff_base_s, cap=self.limits.backoff_cap_s,
+                              rng=self._rng.random)
+        if time.monotonic() + delay > deadline:
+            return None
+        return delay
+
+    async def _attempt(self, job: CaptionJob) -> tuple[ChatResult, float, float | None]:
+        """One request: take a slot, wait for the buckets and the budget, send, parse."""
+        run = job.run
+        if not await self.pacer.acquire(lambda: run.stopped is not None):
+            raise _NotSent()
+        try:
+            tokens = job.estimated_prompt_tokens + job.max_output_tokens
+            wait = self.pacer.reserve(tokens)
+            if wait > 0:
+                self.metrics.inc(m.THROTTLED_MS, int(wait * 1000))
+                if not await run.sleep(wait):
+                    raise _NotSent()
+            reservation = await self._reserve(job)
+            billed: float | None = None
+            try:
+                async with run.in_flight():
+                    status, headers, payload, latency_ms = await self._send(job.body)
+                try:
+                    result = parse_response(status, headers, payload)
+                except ApiError as exc:
+                    billed = cost_usd(job.price, exc.usage)
+                    self._on_api_error(exc)
+                    raise
+                billed = cost_usd(job.price, result.usage)
+            finally:
+                await run.budget.settle(reservation, billed or 0.0)
+            self.pacer.apply_server_limits(result.rate_limits)
+            self.pacer.correct_tokens(result.usage.total_tokens - tokens)
+            self.metrics.observe(m.LATENCY_MS, latency_ms)
+            return result, latency_ms, billed
+        finally:
+            await self.pacer.release()
+
+    async def _reserve(self, job: CaptionJob) -> int:
+        """Reserve the job's worst case from its run's spend share, or raise _NotSent."""
+        run = job.run
+        worst = SpendCap.worst_case_usd(job.price, job.estimated_prompt_tokens,
+                                        job.max_output_tokens)
+        reservation = await run.budget.reserve(worst, lambda: run.stopped is not None)
+        if reservation is Reservation.SPENT:
+            self._stop(run, StopReason("budget", "budget_exceeded", _budget_message(run)))
+        if isinstance(reservation, Reservation):
+            raise _NotSent()
+        return reservation
+
+    async def _send(self, body: bytes) -> tuple[int, Mapping[str, str], bytes, float]:
+        """POST `body`; the whole response is read inside `async with`, under a total timeout."""
+        assert self._session is not None
+        self.metrics.inc(m.REQUESTS)
+        endpoint = self.endpoint
+        timeout = aiohttp.ClientTimeout(total=endpoint.request_timeout_s,
+                                        sock_connect=endpoint.connect_timeout_s)
+        started = time.monotonic()
+        async with self._session.post(endpoint.chat_completions_url, data=body,
+                                      timeout=timeout) as response:
+            payload = await response.read()
+            status, headers = response.status, response.headers
+        return status, headers, payload, (time.monotonic() - started) * 1000
+
+    def _on_api_error(self, exc: ApiError) -> None:
+        self.pacer.apply_server_limits(exc.rate_limits)
+        if isinstance(exc, RateLimited) and not isinstance(exc, QuotaExceeded):
+            self.metrics.inc(m.RATE_LIMITED)
+            self.pacer.concurrency.on_rate_limited(exc.retry_after)
+
+
+def _budget_message(run: RunState) -> str:
+    settings, budget = run.settings, run.budget
+    return (f"the spend cap --max-cost-usd {settings.max_cost_usd} was reached (this worker "
+            f"process's share is {format_usd(budget.share_usd or 0.0)}, "
+            f"{format_usd(budget.spent_usd)} spent); run again with --resume to caption the rest")

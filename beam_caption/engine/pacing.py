@@ -1,0 +1,91 @@
+"""How fast one worker process sends: in-flight slots (AIMD) and the RPM/TPM token buckets.
+
+The buckets refill at this process's share of the account's --rpm/--tpm; the provider's
+x-ratelimit headers tighten them; 429s halve the number of slots (limits.AdaptiveConcurrency).
+Used on the engine's event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from beam_caption.api.limits import AdaptiveConcurrency, RateLimitInfo, TokenBucket
+from beam_caption.config import LimitsConfig
+
+_LOG = logging.getLogger(__name__)
+
+
+class Pacer:
+    """Slots and buckets for one engine."""
+
+    def __init__(self, limits: LimitsConfig) -> None:
+        self.limits = limits
+        self.concurrency = AdaptiveConcurrency(limits.concurrency)
+        # Tiny bursts: providers count limits over a sliding minute, and a bucket admits at most
+        # its capacity on top of its rate in any window, so pacing evenly is what stays under.
+        self._requests = TokenBucket(limits.rpm_per_worker / 60.0, 1.0)
+        self._tokens = TokenBucket(limits.tpm_per_worker / 60.0,
+                                   max(1.0, limits.tpm_per_worker / 600.0))
+        self._slots: asyncio.Condition | None = None
+        self.in_flight = 0
+        if limits.rpm or limits.tpm:
+            _LOG.info("rate limits for this worker process: %.1f requests/min, %.0f tokens/min "
+                      "(the account's --rpm %.0f / --tpm %.0f divided by %d expected processes)",
+                      limits.rpm_per_worker, limits.tpm_per_worker, limits.rpm, limits.tpm,
+                      limits.workers)
+
+    async def acquire(self, stopped: Callable[[], bool]) -> bool:
+        """Wait for a free slot; False (no slot taken) if `stopped()` turns true meanwhile."""
+        slots = self._condition()
+        async with slots:
+            await slots.wait_for(lambda: stopped() or self.in_flight < self.concurrency.limit)
+            if stopped():
+                return False
+            self.in_flight += 1
+            return True
+
+    async def release(self) -> None:
+        """Give a slot back."""
+        slots = self._condition()
+        async with slots:
+            self.in_flight -= 1
+            slots.notify_all()
+
+    def wake(self) -> None:
+        """Make slot waiters look again (a run stopped); call on the engine loop."""
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        slots = self._condition()
+        async with slots:
+            slots.notify_all()
+
+    def reserve(self, tokens: int) -> float:
+        """Debit one request and `tokens` from the buckets; seconds to wait before sending."""
+        return max(self._requests.reserve(1), self._tokens.reserve(tokens))
+
+    def correct_tokens(self, delta: int) -> None:
+        """The answer used `delta` more tokens than reserved (negative: fewer)."""
+        self._tokens.adjust(delta)
+
+    def apply_server_limits(self, info: RateLimitInfo | None) -> None:
+        """Tighten our buckets when the server reports less headroom than they hold."""
+        if info is None:
+            return
+        workers = self.limits.workers
+        for enabled, bucket, limit, remaining, reset in (
+                (self.limits.rpm, self._requests, info.limit_requests,
+                 info.remaining_requests, info.reset_requests_s),
+                (self.limits.tpm, self._tokens, info.limit_tokens,
+                 info.remaining_tokens, info.reset_tokens_s)):
+            if enabled and remaining is not None and reset is not None and limit:
+                # With nothing left, wait about one unit's share of the window, not the whole
+                # reset: windows slide, and a slot frees up as soon as the oldest use expires.
+                bucket.tighten(remaining / workers, reset / limit)
+
+    def _condition(self) -> asyncio.Condition:
+        if self._slots is None:
+            self._slots = asyncio.Condition()  # binds to the engine loop at first use
+        return self._slots

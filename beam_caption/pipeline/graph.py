@@ -1,0 +1,91 @@
+"""The main job's graph, and the choice of runner and pipeline options.
+
+`build_pipeline` reads like the data flow in DESIGN.md:
+ExpandInputs -> Reshuffle -> PrepareImages -> CaptionImages -> WriteCaptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
+
+from beam_caption.batch.pipeline import submit_batches
+from beam_caption.config import RunConfig
+from beam_caption.inputs.sources import ExpandInputs
+from beam_caption.pipeline.resume import AnswerSources, CarriedRows, SkipDone
+from beam_caption.pipeline.sinks import WriteCaptions
+from beam_caption.pipeline.transforms import CaptionImages, PrepareImages
+from beam_caption.runner.local import local_runner
+from beam_caption.runner.workers import expected_worker_processes, is_local
+
+__all__ = ["build_pipeline", "expected_worker_processes", "is_local", "make_runner",
+           "pipeline_options"]
+
+def pipeline_options(beam_flags: list[str]) -> PipelineOptions:
+    """Beam options from the pass-through flags, with local defaults that use every core.
+
+    When no runner is named the job runs on Beam's FnApiRunner (what the DirectRunner falls back to
+    after trying to download the Prism binary, which fails offline), in multi-processing mode with
+    one worker per core unless --direct_running_mode / --direct_num_workers say otherwise.
+    """
+    flags = list(beam_flags)
+    names = {f.split("=", 1)[0] for f in flags if f.startswith("--")}
+    if "--runner" not in names or is_local(PipelineOptions(flags)):
+        if "--direct_running_mode" not in names:
+            flags.append("--direct_running_mode=multi_processing")
+        mode = PipelineOptions(flags).view_as(DirectOptions).direct_running_mode
+        if "--direct_num_workers" not in names and mode != "in_memory":
+            flags.append("--direct_num_workers=0")
+    return PipelineOptions(flags)
+
+
+def make_runner(options: PipelineOptions) -> tuple[Any, PipelineOptions]:
+    """(runner, options to run with): FnApiRunner with Ctrl-C-proof workers for local runs
+    (local_run.py), else whatever --runner names."""
+    if is_local(options):
+        return local_runner(options)
+    return options.view_as(StandardOptions).runner, options
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
+                   answered: tuple[AnswerSources, ...] = (), carry: AnswerSources | None = None,
+                   supersede: tuple[str, ...] = (), journals: tuple[str, ...] = (),
+                   checkpoint: bool = True) -> beam.PCollection:
+    """Add the whole caption job to `pipeline`; returns the summary-path PCollection
+    (in batch mode: the run id, once its batches are submitted).
+
+    `answered`: earlier outputs whose answers are not sent again (--resume, --incremental);
+    `carry`: the resumed output, whose journal rows and billed error rows this run writes again;
+    `supersede`: earlier error files, deleted once this run's files are written;
+    `journals`: earlier runs' journals to delete then (this run's own always goes);
+    `checkpoint`: a Reshuffle after the paid calls (runners that retry fused bundles).
+    """
+    run_id = config.caption.run_id
+    refs = pipeline | "ExpandInputs" >> ExpandInputs(list(config.inputs), config.manifest,
+                                                     prompt_column=config.prompt_column)
+    if answered:
+        refs = refs | "SkipDone" >> SkipDone(answered, config.fetch, config.caption)
+    prepared = refs | "PrepareImages" >> PrepareImages(
+        config.prepare, config.fetch, run_id=run_id,
+        progress=config.caption.progress_settings)
+    run_info = config.caption.run_info()
+    if config.batch.enabled:
+        # Shard files + one submission step; rows and the summary come from `batch collect`.
+        return submit_batches(prepared, config, run_info, supersede=supersede)
+    captioned = prepared.images | "CaptionImages" >> CaptionImages(config.caption,
+                                                                   checkpoint=checkpoint)
+    captions, errors = [captioned.captions], [prepared.errors, captioned.errors]
+    if carry is not None:
+        carried = pipeline | "CarriedRows" >> CarriedRows(carry)
+        captions.append(carried.captions)
+        errors.append(carried.errors)
+    return ((tuple(captions) | "AllCaptions" >> beam.Flatten(),
+             tuple(errors) | "AllErrors" >> beam.Flatten())
+            | "WriteCaptions" >> WriteCaptions(config.output, config.caption,
+                                               supersede=supersede, journals=journals))

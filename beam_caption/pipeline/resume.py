@@ -1,0 +1,197 @@
+"""--resume and --incremental: never send again what an earlier run already paid for.
+
+The identity of an answer is its request_key: sha256 of the image bytes plus everything that
+shapes the answer (model, prompt, generation and preparation settings). An earlier output holds
+answers in three places: its captions tables, the error rows whose answer was billed (a content
+filter, a schema mismatch), and the answer journal of a run that was interrupted before it wrote
+its tables (journal.py).
+
+SkipDone reads and hashes each candidate once (a cheap pass; the image is read again, and decoded,
+only if it still needs captioning) and anti-joins the keys with every answered key. The join is a
+CoGroupByKey, not a side input, so no worker holds the set of done keys in memory.
+
+CarriedRows gives the resumed run the rows it must write again: journal rows that never reached
+the tables, and the billed error rows of the error files the new run replaces. One row per
+(request_key, uri) comes out, so a journal replayed twice never makes a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+
+from beam_caption.config import CaptionConfig
+from beam_caption.engine import metrics as m
+from beam_caption.inputs.fetch import FetchSettings, read_image_bytes
+from beam_caption.inputs.images import ImageError
+from beam_caption.inputs.sources import ImageRef
+from beam_caption.pipeline.journal import CAPTIONS, ERRORS, decode_line, journal_root
+from beam_caption.pipeline.rows import is_billed_error
+
+ALREADY_CAPTIONED = "already_captioned"
+CARRIED = "carried_rows"
+
+
+class AnswerSources(NamedTuple):
+    """Which answer stores an earlier output has (the launcher lists them before the run)."""
+
+    output: str
+    captions: bool  # captions-*.parquet files
+    errors: bool  # errors-*.parquet files
+    journal: bool  # _journal/*/*.jsonl files
+
+
+class _KeyImageDoFn(beam.DoFn):
+    """ImageRef -> (request_key, ref); unreadable images get a key that matches nothing."""
+
+    def __init__(self, fetch: FetchSettings, caption: CaptionConfig) -> None:
+        self._fetch = fetch
+        self._caption = caption
+
+    def process(self, ref: ImageRef) -> Iterator[tuple[str, ImageRef]]:
+        """Hash the image's bytes into its request key."""
+        try:
+            data = read_image_bytes(ref.uri, self._fetch)
+        except ImageError:
+            # PrepareImages will read it again and write the error row with its code.
+            yield f"unreadable:{ref.uri}", ref
+            return
+        yield self._caption.request_key(hashlib.sha256(data).hexdigest(), ref.prompt), ref
+
+
+def _undone(element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[ImageRef]:
+    _, groups = element
+    todo = list(groups["todo"])
+    if any(True for _ in groups["done"]):
+        if todo:
+            beam.metrics.Metrics.counter(m.NAMESPACE, ALREADY_CAPTIONED).inc(len(todo))
+        return
+    yield from todo
+
+
+def _journal_rows(pipeline: beam.Pipeline, output: str, label: str) -> beam.PCollection:
+    """(table, row) for every readable line of every journal file under `output`."""
+    pattern = FileSystems.join(journal_root(output), "*", "*.jsonl")
+    return (pipeline
+            | f"Journal{label}" >> beam.Create([pattern])
+            | f"MatchJournal{label}" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+            | f"OpenJournal{label}" >> fileio.ReadMatches()
+            | f"JournalLines{label}" >> beam.FlatMap(_decoded_lines))
+
+
+def _decoded_lines(readable: fileio.ReadableFile) -> Iterator[tuple[str, dict[str, Any]]]:
+    for line in readable.read().splitlines():
+        decoded = decode_line(line) if line.strip() else None
+        if decoded is not None:
+            yield decoded
+
+
+def _billed_errors(pipeline: beam.Pipeline, output: str, label: str) -> beam.PCollection:
+    """The error rows of `output`'s errors tables whose answer was billed."""
+    return (pipeline
+            | f"ReadErrors{label}" >> beam.io.ReadFromParquet(
+                FileSystems.join(output, "errors-*.parquet"))
+            | f"BilledErrors{label}" >> beam.Filter(is_billed_error))
+
+
+def _done_keys(pipeline: beam.Pipeline, source: AnswerSources, label: str) -> list[Any]:
+    keys = []
+    if source.captions:
+        keys.append(pipeline
+                    | f"ReadDoneKeys{label}" >> beam.io.ReadFromParquet(
+                        FileSystems.join(source.output, "captions-*.parquet"),
+                        columns=["request_key"])
+                    | f"DoneKeys{label}" >> beam.Map(lambda row: (row["request_key"], True)))
+    if source.errors:
+        keys.append(_billed_errors(pipeline, source.output, f"ForKeys{label}")
+                    | f"BilledKeys{label}" >> beam.Map(lambda row: (row["request_key"], True)))
+    if source.journal:
+        keys.append(_journal_rows(pipeline, source.output, f"ForKeys{label}")
+                    | f"JournalKeys{label}" >> beam.Map(lambda pair: (pair[1]["request_key"],
+                                                                      True)))
+    return keys
+
+
+class SkipDone(beam.PTransform):
+    """ImageRef -> ImageRef minus those answered in `sources` (same request_key)."""
+
+    def __init__(self, sources: tuple[AnswerSources, ...], fetch: FetchSettings,
+                 caption: CaptionConfig) -> None:
+        super().__init__()
+        self._sources = sources
+        self._fetch = fetch
+        self._caption = caption
+
+    def expand(self, refs: beam.PCollection) -> beam.PCollection:
+        """Key, anti-join, keep the undone."""
+        keyed = refs | "KeyImages" >> beam.ParDo(_KeyImageDoFn(self._fetch, self._caption))
+        done = [key for i, source in enumerate(self._sources)
+                for key in _done_keys(refs.pipeline, source, str(i))]
+        done_keys = tuple(done) | "AllDoneKeys" >> beam.Flatten() if done else (
+            refs.pipeline | "NoDoneKeys" >> beam.Create([]))
+        return ({"todo": keyed, "done": done_keys}
+                | "JoinDone" >> beam.CoGroupByKey()
+                | "KeepUndone" >> beam.FlatMap(_undone))
+
+
+class CarriedOutputs(NamedTuple):
+    """CarriedRows' outputs: caption rows and error rows to write again."""
+
+    captions: beam.PCollection
+    errors: beam.PCollection
+
+
+def _row_id(row: dict[str, Any]) -> tuple[str, str]:
+    return row["request_key"], row["uri"]
+
+
+def _carry(element: tuple[tuple[str, str], dict[str, Iterable[Any]]]) -> Iterator[Any]:
+    """At most one row per (request_key, uri), and none if the captions table has it."""
+    _, groups = element
+    if any(True for _ in groups["final"]):
+        return
+    journal = list(groups["journal"])
+    choice = (next((row for table, row in journal if table == CAPTIONS), None)
+              or next(iter(groups["billed"]), None)
+              or next((row for table, row in journal if table == ERRORS), None))
+    if choice is None:
+        return
+    beam.metrics.Metrics.counter(m.NAMESPACE, CARRIED).inc()
+    yield choice if "stage" not in choice else beam.pvalue.TaggedOutput(ERRORS, choice)
+
+
+class CarriedRows(beam.PTransform):
+    """PBegin -> the rows an earlier, interrupted run of `source` paid for and a resumed run
+    writes again (see the module docstring)."""
+
+    def __init__(self, source: AnswerSources) -> None:
+        super().__init__()
+        self._source = source
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> CarriedOutputs:
+        """CoGroupByKey the journal and billed errors with the captions table by (key, uri)."""
+        pipeline, source = pbegin.pipeline, self._source
+        groups: dict[str, Any] = {}
+        if source.captions:
+            groups["final"] = (pipeline
+                               | "ReadFinalIds" >> beam.io.ReadFromParquet(
+                                   FileSystems.join(source.output, "captions-*.parquet"),
+                                   columns=["request_key", "uri"])
+                               | "FinalIds" >> beam.Map(lambda row: (_row_id(row), True)))
+        if source.errors:
+            groups["billed"] = (_billed_errors(pipeline, source.output, "ToCarry")
+                                | "KeyBilled" >> beam.Map(lambda row: (_row_id(row), row)))
+        if source.journal:
+            groups["journal"] = (_journal_rows(pipeline, source.output, "ToCarry")
+                                 | "KeyJournal" >> beam.Map(lambda pair: (_row_id(pair[1]),
+                                                                          pair)))
+        for name in ("final", "billed", "journal"):
+            groups.setdefault(name, pipeline | f"No{name.title()}" >> beam.Create([]))
+        carried = (groups | "JoinCarried" >> beam.CoGroupByKey()
+                   | "Carry" >> beam.FlatMap(_carry).with_outputs(ERRORS, main="captions"))
+        return CarriedOutputs(carried.captions, carried[ERRORS])

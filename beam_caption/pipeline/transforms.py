@@ -1,0 +1,275 @@
+"""The pipeline's PTransforms: PrepareImages and CaptionImages, each with a tagged `errors` output.
+
+CaptionImages is public and composable, the way RunInference is used:
+
+    prepared = refs | PrepareImages(prepare_settings, fetch_settings, run_id=...)
+    captioned = prepared.images | CaptionImages(caption_config)
+    captioned.captions, captioned.errors    # dict rows, schemas in beam_caption.pipeline.schema
+
+Each answer's row is built and journaled (journal.py) on the engine's loop the moment the answer
+arrives, before the DoFn sees it: an answer is persisted within seconds by the process that paid
+for it, whatever happens to the bundle afterwards.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
+
+from beam_caption.api.client import build_request
+from beam_caption.config import CaptionConfig
+from beam_caption.engine import metrics as m
+from beam_caption.engine.engine import AsyncEngine, CaptionJob, CaptionOutcome
+from beam_caption.engine.progress import ProgressSettings, process_progress
+from beam_caption.engine.registry import acquire_engine, release_engine
+from beam_caption.engine.run_state import RunState, run_state, stop_reason
+from beam_caption.inputs.fetch import FetchSettings, close_fetchers, read_image_bytes
+from beam_caption.inputs.images import ImageError, PreparedImage, PrepareSettings, prepare_image
+from beam_caption.inputs.sources import ImageRef
+from beam_caption.pipeline import rows
+from beam_caption.pipeline.journal import CAPTIONS
+from beam_caption.pipeline.journal import ERRORS as ERRORS_TABLE
+from beam_caption.pipeline.structured import SchemaMismatch, parse_answer
+
+_LOG = logging.getLogger(__name__)
+ERRORS = "errors"
+Tagged = tuple[str | None, dict[str, Any]]  # (None | ERRORS, row)
+
+
+class PreparedOutputs(NamedTuple):
+    """PrepareImages' outputs: prepared images and error rows."""
+
+    images: beam.PCollection
+    errors: beam.PCollection
+
+
+class CaptionOutputs(NamedTuple):
+    """CaptionImages' outputs: caption rows and error rows."""
+
+    captions: beam.PCollection
+    errors: beam.PCollection
+
+
+class _PrepareImageDoFn(beam.DoFn):
+    """Read, hash, decode, orient, shrink and re-encode one image; failures become error rows."""
+
+    def __init__(self, prepare: PrepareSettings, fetch: FetchSettings, run_id: str,
+                 progress: ProgressSettings | None) -> None:
+        self._prepare = prepare
+        self._fetch = fetch
+        self._run_id = run_id
+        self._progress = progress
+        self._prepared = beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_PREPARED)
+
+    def process(self, ref: ImageRef) -> Iterator[Any]:
+        """Yield a PreparedImage, or an errors row tagged ERRORS."""
+        stopped = stop_reason(self._run_id) if self._run_id else None
+        if stopped is not None:
+            # This process stopped sending for the run: preparing would only burn CPU and I/O.
+            yield self._failed(ref, stopped.stage, stopped.code, f"not sent: {stopped.message}")
+            return
+        try:
+            data = read_image_bytes(ref.uri, self._fetch)
+            image = prepare_image(ref.uri, data, self._prepare, source_id=ref.source_id,
+                                  prompt=ref.prompt)
+        except ImageError as exc:
+            yield self._failed(ref, exc.stage, exc.code, exc.message)
+            return
+        except Exception as exc:
+            _LOG.exception("unexpected failure preparing %s", ref.uri)
+            yield self._failed(ref, "internal", "internal_error", f"{type(exc).__name__}: {exc}")
+            return
+        self._prepared.inc()
+        yield image
+
+    def teardown(self) -> None:
+        """Close this process's download sessions (re-created if another DoFn needs them)."""
+        close_fetchers()
+
+    def _failed(self, ref: ImageRef, stage: str, code: str, message: str) -> TaggedOutput:
+        if self._progress is not None:
+            process_progress(self._progress).record(ok=False)
+        return TaggedOutput(ERRORS, rows.error_row(uri=ref.uri, stage=stage, code=code,
+                                                   message=message, run_id=self._run_id))
+
+
+class PrepareImages(beam.PTransform):
+    """ImageRef -> PreparedImage, with an `errors` output of error rows.
+
+    `run_id`: images of a run that stopped sending in this worker process are not read (they
+    become error rows with the stop's code); `progress`: count failures in the run's progress.
+    """
+
+    def __init__(self, prepare: PrepareSettings, fetch: FetchSettings, *, run_id: str = "",
+                 progress: ProgressSettings | None = None) -> None:
+        super().__init__()
+        self._fn = _PrepareImageDoFn(prepare, fetch, run_id, progress)
+
+    def expand(self, refs: beam.PCollection) -> PreparedOutputs:
+        """Apply the preparation DoFn."""
+        result = refs | "Prepare" >> beam.ParDo(self._fn).with_outputs(ERRORS, main="images")
+        return PreparedOutputs(result.images, result[ERRORS])
+
+
+def caption_job(config: CaptionConfig, run: RunState, image: PreparedImage) -> CaptionJob:
+    """The engine job for one image, built from its own transform's settings."""
+    prompt = config.prompt_for(image.prompt)
+    body = json.dumps(build_request(config.request, image.jpeg, prompt)).encode("utf-8")
+    return CaptionJob(
+        key=config.request_key(image.image_id, image.prompt), uri=image.uri, body=body,
+        estimated_prompt_tokens=config.estimated_prompt_tokens(
+            (image.sent_width, image.sent_height), image.prompt),
+        max_output_tokens=config.request.max_output_tokens, price=config.price, run=run,
+        dedupe=config.dedupe)
+
+
+def outcome_row(config: CaptionConfig, image: PreparedImage, job: CaptionJob,
+                outcome: CaptionOutcome) -> Tagged:
+    """The row an outcome becomes: (None, caption row) or (ERRORS, error row)."""
+    def error(stage: str, code: str, message: str, cost: float | None = None) -> Tagged:
+        return ERRORS, rows.error_row(uri=image.uri, image_id=image.image_id, stage=stage,
+                                      code=code, message=message, attempts=outcome.attempts,
+                                      request_key=job.key, run_id=config.run_id, cost_usd=cost)
+
+    if outcome.stopped is not None and outcome.result is None:
+        reason = outcome.stopped
+        if outcome.abandoned:
+            return error(reason.stage, reason.code,
+                         f"no answer: in flight when the run stopped ({reason.message})")
+        return error(reason.stage, reason.code, f"not sent: {reason.message}")
+    if outcome.result is None:
+        err = outcome.error
+        code = err.row_code if err is not None else "internal_error"
+        return error(rows.error_stage(code), code, str(err), outcome.cost_usd)
+    row = rows.caption_row(
+        vars(image), request_key=job.key, result=outcome.result, model=config.request.model,
+        run_id=config.run_id, cost_usd=outcome.cost_usd,
+        estimated_prompt_tokens=job.estimated_prompt_tokens, attempts=outcome.attempts,
+        latency_ms=outcome.latency_ms, deduplicated_from=outcome.shared_from)
+    if config.structured is not None:
+        try:
+            row.update(parse_answer(row["caption"] or "", config.structured))
+        except SchemaMismatch as exc:
+            return error("response", "schema_mismatch", str(exc), row["cost_usd"])
+    return None, row
+
+
+class _CaptionDoFn(beam.DoFn):
+    """Hands images to the per-process engine; emits rows as answers complete (backpressure)."""
+
+    def __init__(self, config: CaptionConfig) -> None:
+        self._config = config
+        self._engine: AsyncEngine | None = None
+        self._run: RunState | None = None
+        self._pending: dict[concurrent.futures.Future[Tagged], PreparedImage] = {}
+        # Enough queued work to keep every slot busy while this thread emits rows; more would only
+        # hold images in memory.
+        self._max_pending = 2 * config.limits.concurrency
+
+    def setup(self) -> None:
+        """Join (or start) this process's engine, and its state for the run."""
+        self._engine = acquire_engine(self._config)
+        self._run = run_state(self._config.run_settings())
+
+    def start_bundle(self) -> None:
+        """A bundle starts with nothing in flight."""
+        self._pending = {}
+
+    def process(self, image: PreparedImage) -> Iterator[Any]:
+        """Submit one image; yield the rows of whatever has completed meanwhile."""
+        assert self._engine is not None and self._run is not None
+        job = caption_job(self._config, self._run, image)
+        finish = functools.partial(self._finish, image, job)
+        self._pending[self._engine.submit(job, finish)] = image
+        yield from self._completed(block=len(self._pending) >= self._max_pending)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        """Wait for every request of the bundle: a bundle never ends with requests in flight."""
+        concurrent.futures.wait(self._pending)
+        assert self._run is not None
+        self._run.progress.flush()
+        if self._run.journal is not None:
+            self._run.journal.flush()
+        at_end = GlobalWindows.windowed_value_at_end_of_window
+        for row in self._completed(block=False):
+            if isinstance(row, TaggedOutput):
+                yield TaggedOutput(row.tag, at_end(row.value))
+            else:
+                yield at_end(row)
+
+    def teardown(self) -> None:
+        """Leave the engine; the last DoFn in the process closes its session."""
+        if self._engine is not None:
+            m.flush_to_beam(self._engine.metrics)
+            release_engine(self._engine)
+            self._engine = None
+        if self._run is not None and self._run.journal is not None:
+            self._run.journal.flush()
+
+    def _finish(self, image: PreparedImage, job: CaptionJob, outcome: CaptionOutcome) -> Tagged:
+        """On the engine loop, as the answer arrives: build the row, journal it if paid for."""
+        tag, row = outcome_row(self._config, image, job, outcome)
+        journal = job.run.journal
+        if journal is not None and outcome.carries_answer and not outcome.redelivered:
+            journal.append(CAPTIONS if tag is None else ERRORS_TABLE, row)
+        return tag, row
+
+    def _completed(self, *, block: bool) -> Iterator[Any]:
+        if block:
+            concurrent.futures.wait(self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
+        done = [f for f in self._pending if f.done()]
+        for future in done:
+            yield self._emit(future, self._pending.pop(future))
+        assert self._engine is not None
+        m.flush_to_beam(self._engine.metrics)
+
+    def _emit(self, future: concurrent.futures.Future[Tagged], image: PreparedImage) -> Any:
+        try:
+            tag, row = future.result()
+        except Exception as exc:  # a bug, not a request failure: the image still gets its row
+            _LOG.exception("engine failure on %s", image.uri)
+            beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_FAILED).inc()
+            return TaggedOutput(ERRORS, rows.error_row(
+                uri=image.uri, image_id=image.image_id, stage="internal", code="internal_error",
+                message=f"{type(exc).__name__}: {exc}", run_id=self._config.run_id))
+        if tag is not None:
+            beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_FAILED).inc()
+            return TaggedOutput(tag, row)
+        beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_CAPTIONED).inc()
+        if row["cost_usd"] and not row["deduplicated"]:
+            beam.metrics.Metrics.counter(m.NAMESPACE, m.COST_MICRO_USD).inc(
+                round(row["cost_usd"] * 1e6))
+        return row
+
+
+class CaptionImages(beam.PTransform):
+    """PreparedImage -> caption rows, with an `errors` output of error rows.
+
+    `checkpoint` (default True) puts a Reshuffle after the paid calls: on a runner that fuses
+    steps and retries failed bundles (Dataflow, Flink, Spark), a failure in a later step (a
+    Parquet write) then retries from the checkpoint and never calls the model again. Local
+    FnApiRunner runs do not retry bundles, so `beam-caption run` turns it off there.
+    """
+
+    def __init__(self, config: CaptionConfig, *, checkpoint: bool = True) -> None:
+        super().__init__()
+        self._config = config
+        self._checkpoint = checkpoint
+
+    def expand(self, images: beam.PCollection) -> CaptionOutputs:
+        """Apply the batching caption DoFn (and the checkpoint)."""
+        result = images | "Caption" >> beam.ParDo(_CaptionDoFn(self._config)).with_outputs(
+            ERRORS, main="captions")
+        captions, errors = result.captions, result[ERRORS]
+        if self._checkpoint:
+            captions = captions | "CheckpointCaptions" >> beam.Reshuffle()
+            errors = errors | "CheckpointErrors" >> beam.Reshuffle()
+        return CaptionOutputs(captions, errors)
