@@ -27,7 +27,7 @@ _PUBLIC = {
     "CaptionConfig": "beam_caption.config",
     "EndpointConfig": "beam_caption.config",
     "LimitsConfig": "beam_caption.config",
-    "RequestSettings": "beam_caption.api.client",
+    "RequestSettings": "beam_caption.api.request",
     "PrepareSettings": "beam_caption.inputs.images",
     "PreparedImage": "beam_caption.inputs.images",
     "FetchSettings": "beam_caption.inputs.fetch",

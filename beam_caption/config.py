@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from beam_caption.api.client import RequestSettings, request_key
+from beam_caption.api.request import RequestSettings, request_key
 from beam_caption.auth.secrets import secret_version_name
 from beam_caption.cost import tokens
 from beam_caption.cost.pricing import ModelPrice, load_prices

@@ -1,19 +1,15 @@
 """The typed errors of a chat-completions request, each with the stable code its error row gets.
 
 ApiError(status, code, retry_after, ...) -> RateLimited (QuotaExceeded), ServerError, BadRequest,
-AuthError, TransportError (Timeout), ResponseError, ContentFiltered. client.parse_response raises
-them; client.is_retryable decides which are retried. Messages are safe to show a user.
+AuthError, TransportError (Timeout), ResponseError, ContentFiltered. api/response.py raises them;
+api/retry.py decides which are retried. Messages are safe to show a user.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from beam_caption.api.ratelimits import RateLimitInfo
+from beam_caption.api.usage import Usage
 from beam_caption.errors import BeamCaptionError
-
-if TYPE_CHECKING:
-    from beam_caption.api.client import Usage
-    from beam_caption.api.limits import RateLimitInfo
 
 
 class ApiError(BeamCaptionError):

@@ -74,6 +74,17 @@ def resolve_api_key(env_name: str, key_file: str | None,
     return key
 
 
+def require_api_key(base_url: str, env_name: str, key_file: str | None = None,
+                    secret_name: str | None = None) -> str | None:
+    """The key as resolve_api_key finds it; a ConfigError (the one "no API key" message) when a
+    remote endpoint would get none. A loopback endpoint (a simulator, a local server) needs none."""
+    key = resolve_api_key(env_name, key_file, secret_name)
+    if key is None and not is_loopback_url(base_url):
+        raise ConfigError(f"no API key: set {env_name} (or use --api-key-file / --api-key-secret) "
+                          f"for {base_url}")
+    return key
+
+
 def is_loopback_url(url: str) -> bool:
     """True for http(s)://localhost and loopback IP literals: a local server needs no key."""
     host = (urlparse(url).hostname or "").lower()

@@ -15,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from beam_caption.api.errors import ApiError, RateLimited, ServerError
+from beam_caption.api.retry import call_with_retries
 from beam_caption.errors import ConfigError
 
 # projects/P/secrets/S/versions/V; the version may be omitted (means "latest").
@@ -29,7 +32,8 @@ _TIMEOUT_S = 30.0
 class SecretClient(Protocol):
     """The part of secretmanager.SecretManagerServiceClient this module uses."""
 
-    def access_secret_version(self, request: dict[str, str], timeout: float) -> Any:
+    def access_secret_version(self, request: dict[str, str], timeout: float,
+                              retry: Any = None) -> Any:
         """Return an AccessSecretVersionResponse (`.payload.data` holds the bytes)."""
 
 
@@ -70,7 +74,13 @@ def fetch_secret(name: str) -> str:
 def _read(version: str) -> str:
     client = (_factory or _default_client)()
     try:
-        response = client.access_secret_version(request={"name": version}, timeout=_TIMEOUT_S)
+        # google-api-core's own retry is off (retry=None): beam-caption's one retry layer,
+        # with the engine's predicate and backoff, decides.
+        response = call_with_retries(
+            lambda: client.access_secret_version(request={"name": version},
+                                                 timeout=_TIMEOUT_S, retry=None),
+            what=f"reading secret {version}", max_attempts=4, classify=_as_api_error,
+            sleep=_sleep)
     except Exception as exc:  # google.api_core errors; mapped to one safe line
         raise ConfigError(_describe_failure(version, exc)) from None
     try:
@@ -80,6 +90,19 @@ def _read(version: str) -> str:
     if not text:
         raise ConfigError(f"secret {version} is empty")
     return text
+
+
+def _as_api_error(exc: Exception) -> ApiError | None:
+    """google.api_core errors carry their HTTP status in `code`: 429/5xx/408 are transient."""
+    status = getattr(exc, "code", None)
+    if not isinstance(status, int) or isinstance(status, bool):
+        return None
+    kind = RateLimited if status == 429 else ServerError if status >= 500 else ApiError
+    return kind(f"{type(exc).__name__}", status=status)
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def _describe_failure(version: str, exc: Exception) -> str:

@@ -5,10 +5,10 @@ The request and response shapes are plain functions (`multipart_frame`, `create_
 adapter that sends them with urllib. Blocking is right here: the launcher and the one-off
 submission step do a handful of sequential calls, never thousands in flight.
 
-Retries follow the realtime engine's rule (`client.is_retryable`, `limits.backoff_delay`) with one
-exception that protects the bill: creating a batch is not idempotent, so after an ambiguous failure
-(timeout, dropped connection, 5xx) `create_once` looks for a batch on the same input file before
-trying again, and never creates a second one for a file that already has one.
+Retries are api/retry.py's `call_with_retries`: the realtime engine's predicate and backoff, one
+layer. One rule protects the bill: creating a batch is not idempotent, so after an ambiguous
+failure (timeout, dropped connection, 5xx) `create_once` looks for a batch on the same input file
+before trying again, and never creates a second one for a file that already has one.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_caption.api.client import ApiError, ResponseError, as_api_error, is_retryable
-from beam_caption.api.client import parse_response as _parse_chat_response
-from beam_caption.api.limits import backoff_delay
-from beam_caption.auth.keys import is_loopback_url, resolve_api_key
-from beam_caption.errors import ConfigError
+from beam_caption.api.errors import ApiError, ResponseError, Timeout, TransportError
+from beam_caption.api.response import parse_response as _parse_chat_response
+from beam_caption.api.retry import call_with_retries
+from beam_caption.auth.keys import require_api_key
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -197,7 +196,8 @@ class BatchClient:
         if existing is not None:
             return existing
         data = json.dumps(create_body(input_file_id, metadata)).encode()
-        for attempt in range(1, self._max_attempts + 1):
+
+        def create() -> BatchInfo:
             try:
                 return parse_batch(self._send("POST", "/batches", lambda: [data],
                                               {"Content-Type": "application/json"}))
@@ -207,10 +207,9 @@ class BatchClient:
                     found = self.find_batch(input_file_id, not_before)
                     if found is not None:
                         return found
-                if not is_retryable(exc) or attempt == self._max_attempts:
-                    raise
-                self._sleep(self._delay(attempt, exc))
-        raise AssertionError("unreachable")
+                raise
+
+        return self._retrying(create, "creating a batch")
 
     def get(self, batch_id: str) -> BatchInfo:
         """GET /v1/batches/{id}."""
@@ -260,19 +259,14 @@ class BatchClient:
 
         Statuses in `final` are not retried (a 409 from cancel means "already ending").
         """
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                return self._send(method, path, body, headers, raw=raw)
-            except ApiError as exc:
-                if (not is_retryable(exc) or exc.status in final
-                        or attempt == self._max_attempts):
-                    raise
-                self._sleep(self._delay(attempt, exc))
-        raise AssertionError("unreachable")
+        return self._retrying(lambda: self._send(method, path, body, headers, raw=raw),
+                              f"{method} {path}", final=lambda error: error.status in final)
 
-    def _delay(self, attempt: int, error: ApiError) -> float:
-        return backoff_delay(attempt, retry_after=error.retry_after, cap=self._backoff_cap_s,
-                             rng=self._rng)
+    def _retrying(self, call: Callable[[], Any], what: str,
+                  final: Callable[[ApiError], bool] = lambda error: False) -> Any:
+        return call_with_retries(call, what=what, max_attempts=self._max_attempts,
+                                 cap=self._backoff_cap_s, final=final, sleep=self._sleep,
+                                 rng=self._rng)
 
     def _send(self, method: str, path: str, body: Callable[[], Iterable[bytes]] | None = None,
               headers: dict[str, str] | None = None, *, raw: bool = False) -> Any:
@@ -292,9 +286,9 @@ class BatchClient:
         except urllib.error.HTTPError as exc:
             status, reply, answer_headers = exc.code, exc.read(), dict(exc.headers.items())
         except OSError as exc:  # URLError, socket timeouts, refused and reset connections
-            reason = getattr(exc, "reason", exc)
-            cause = reason if isinstance(reason, TimeoutError) else ConnectionError()
-            raise as_api_error(cause) or ApiError(f"{method} failed") from None
+            if isinstance(getattr(exc, "reason", exc), TimeoutError):
+                raise Timeout("the request timed out") from None
+            raise TransportError(f"connection error ({type(exc).__name__})") from None
         if raw and 200 <= status < 300:
             return reply
         return check_answer(status, answer_headers, reply)
@@ -303,12 +297,9 @@ class BatchClient:
 def open_client(base_url: str, api_key_env: str = "OPENAI_API_KEY",
                 api_key_file: str | None = None, api_key_secret: str | None = None,
                 **kwargs: Any) -> BatchClient:
-    """A BatchClient with the key found as the realtime workers find it (keys.resolve_api_key).
+    """A BatchClient with the key found as the realtime workers find it (auth/keys.py).
 
     A remote endpoint without a key is a ConfigError naming where the key was looked for.
     """
-    key = resolve_api_key(api_key_env, api_key_file, api_key_secret)
-    if key is None and not is_loopback_url(base_url):
-        raise ConfigError(f"no API key: set {api_key_env} (or use --api-key-file / "
-                          f"--api-key-secret) for {base_url}")
-    return BatchClient(base_url, key, **kwargs)
+    return BatchClient(base_url, require_api_key(base_url, api_key_env, api_key_file,
+                                                 api_key_secret), **kwargs)

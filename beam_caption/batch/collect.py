@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_caption.api.client import ApiError, ChatResult, RequestSettings, parse_response
+from beam_caption.api.errors import ApiError
+from beam_caption.api.request import RequestSettings
+from beam_caption.api.response import ChatResult, parse_response
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, BatchInfo
 from beam_caption.config import CaptionConfig, EndpointConfig

@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_caption.api.client import build_request
+from beam_caption.api.request import build_request
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import ENDPOINT, BatchClient, open_client
 from beam_caption.batch.collect import rows_record

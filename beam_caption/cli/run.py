@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_caption.auth.keys import is_loopback_url, resolve_api_key
+from beam_caption.auth.keys import require_api_key
 from beam_caption.batch.ledger import check_output as check_batch_output
 from beam_caption.cli import batch as batch_cli
 from beam_caption.cli.live import LiveProgress
@@ -202,13 +202,8 @@ def _endpoint(args: argparse.Namespace) -> Iterator[str | None]:
 def _check_key(config: RunConfig, local: bool) -> None:
     """Fail before any work when a remote endpoint needs a key this machine does not have."""
     endpoint = config.caption.endpoint
-    if not local or is_loopback_url(endpoint.base_url):
-        return
-    if endpoint.api_key_secret:
-        return  # read on the workers; the launcher need not see it
-    if resolve_api_key(endpoint.api_key_env, endpoint.api_key_file) is None:
-        raise ConfigError(f"no API key: set {endpoint.api_key_env} (or use --api-key-file) for "
-                          f"{endpoint.base_url}")
+    if local and not endpoint.api_key_secret:  # a secret is read on the workers
+        require_api_key(endpoint.base_url, endpoint.api_key_env, endpoint.api_key_file)
 
 
 def _beam_counters(result: Any) -> dict[str, Any]:

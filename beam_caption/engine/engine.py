@@ -8,7 +8,7 @@ send their own requests and pay at their own price.
 
 A job runs on the engine loop: answer memory -> attempt loop (slot -> buckets -> spend
 reservation -> POST -> parse) -> retry or finish. Exactly one retry layer lives here, decided by
-client.is_retryable; a job is retried only while it has no parsed answer, so an answer is never
+api/retry.py; a job is retried only while it has no parsed answer, so an answer is never
 paid for twice.
 """
 
@@ -23,17 +23,10 @@ from typing import TypeVar
 
 import aiohttp
 
-from beam_caption.api.client import (
-    ApiError,
-    ChatResult,
-    QuotaExceeded,
-    RateLimited,
-    Usage,
-    as_api_error,
-    is_retryable,
-    parse_response,
-)
-from beam_caption.api.limits import backoff_delay
+from beam_caption.api.errors import ApiError, QuotaExceeded, RateLimited
+from beam_caption.api.response import ChatResult, parse_response
+from beam_caption.api.retry import backoff_delay, is_retryable
+from beam_caption.api.usage import Usage
 from beam_caption.config import EndpointConfig, LimitsConfig
 from beam_caption.cost.pricing import ModelPrice, format_usd
 from beam_caption.engine import metrics as m
@@ -41,6 +34,7 @@ from beam_caption.engine.budget import Reservation, SpendCap
 from beam_caption.engine.loop import LoopThread
 from beam_caption.engine.pacing import Pacer
 from beam_caption.engine.run_state import RunState, StopReason
+from beam_caption.engine.transport import as_api_error
 
 T = TypeVar("T")
 

@@ -11,8 +11,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from beam_caption.api.limits import AdaptiveConcurrency, RateLimitInfo, TokenBucket
+from beam_caption.api.ratelimits import RateLimitInfo
 from beam_caption.config import LimitsConfig
+from beam_caption.engine.buckets import AdaptiveConcurrency, TokenBucket
 
 _LOG = logging.getLogger(__name__)
 

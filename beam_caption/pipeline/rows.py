@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from beam_caption.api.client import ChatResult
+from beam_caption.api.response import ChatResult
 
 # The small, stable set of stages an error row can come from.
 ERROR_STAGES = ("read", "decode", "request", "response", "budget", "internal")

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_caption.api.client import build_request
+from beam_caption.api.request import build_request
 from beam_caption.config import CaptionConfig
 from beam_caption.engine import metrics as m
 from beam_caption.engine.engine import AsyncEngine, CaptionJob, CaptionOutcome

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from beam_caption.api.client import RequestSettings, build_request
+from beam_caption.api.request import RequestSettings, build_request
 from tests.contract.schemas import errors
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

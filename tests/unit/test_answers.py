@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from beam_caption.api.client import ChatResult, Usage
 from beam_caption.api.errors import ContentFiltered, ServerError
-from beam_caption.api.limits import RateLimitInfo
+from beam_caption.api.ratelimits import RateLimitInfo
+from beam_caption.api.response import ChatResult
+from beam_caption.api.usage import Usage
 from beam_caption.engine.answers import AnswerMemory
 from beam_caption.engine.engine import CaptionOutcome
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from beam_caption.api.client import AuthError, ResponseError, ServerError, TransportError
+from beam_caption.api.errors import AuthError, ResponseError, ServerError, TransportError
 from beam_caption.batch.api import (
     BatchClient,
     check_answer,

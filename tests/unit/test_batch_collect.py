@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from beam_caption.api.client import RequestSettings
+from beam_caption.api.request import RequestSettings
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.collect import caption_config, rows_record, shard_rows
 from beam_caption.config import CaptionConfig, EndpointConfig

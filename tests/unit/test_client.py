@@ -1,4 +1,4 @@
-"""Unit tests for beam_caption.api.client: request building, response parsing, the retry predicate.
+"""Unit tests for the sans-I/O api package: request building, response parsing, the retry predicate.
 
 Response bodies come from tests/samples/ (see its README); no socket is opened.
 """
@@ -15,31 +15,29 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from beam_caption.api.client import (
+from beam_caption.api.errors import (
     ApiError,
     AuthError,
     BadRequest,
-    ChatResult,
     ContentFiltered,
     QuotaExceeded,
     RateLimited,
-    RateLimitInfo,
-    RequestSettings,
     ResponseError,
     ServerError,
     Timeout,
     TransportError,
-    Usage,
-    as_api_error,
-    build_request,
-    is_retryable,
+)
+from beam_caption.api.ratelimits import (
+    RateLimitInfo,
     parse_duration,
     parse_rate_limit_headers,
-    parse_response,
-    parse_usage,
-    request_key,
     retry_after_seconds,
 )
+from beam_caption.api.request import RequestSettings, build_request, request_key
+from beam_caption.api.response import ChatResult, parse_response
+from beam_caption.api.retry import is_retryable
+from beam_caption.api.usage import Usage, parse_usage
+from beam_caption.engine.transport import as_api_error
 from beam_caption.errors import BeamCaptionError, ConfigError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -392,7 +390,12 @@ RETRYABLE = [
 @pytest.mark.parametrize("error, expected", RETRYABLE,
                          ids=[f"{type(e).__name__}-{i}" for i, (e, _) in enumerate(RETRYABLE)])
 def test_is_retryable(error: BaseException, expected: bool) -> None:
-    assert is_retryable(error) is expected
+    # Transport exceptions become ApiErrors where they are caught (engine/transport.py); the
+    # predicate itself sees ApiErrors only, and anything else is never retried.
+    typed = error if isinstance(error, ApiError) else as_api_error(error)
+    assert (typed is not None and is_retryable(typed)) is expected
+    if not isinstance(error, ApiError):
+        assert is_retryable(error) is False
 
 
 def test_as_api_error_maps_transport_failures() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for beam_caption.api.limits: backoff, token buckets and AIMD, on an injected clock."""
+"""Backoff (api/retry.py), token buckets and AIMD (engine/buckets.py), on an injected clock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from beam_caption.api.limits import AdaptiveConcurrency, TokenBucket, backoff_delay
+from beam_caption.api.retry import backoff_delay
+from beam_caption.engine.buckets import AdaptiveConcurrency, TokenBucket
 
 
 class FakeClock:

@@ -35,7 +35,8 @@ def test_every_model_has_a_rule_date_and_source() -> None:
     for name in ("gpt-5.4-nano", "gpt-5.4-mini", "gpt-5.4", "gpt-5-nano", "gpt-5-mini",
                  "gpt-4.1-nano", "gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini", "gpt-4o"):
         assert table[name].image_tokens["rule"] in ("patch", "tile"), name
-    raw = json.loads((Path(__file__).parents[2] / "beam_caption" / "cost" / "prices.json").read_text())
+    table_file = Path(__file__).parents[2] / "beam_caption" / "cost" / "prices.json"
+    raw = json.loads(table_file.read_text())
     for name, entry in raw["models"].items():
         assert entry["as_of"] and entry["source"], name
 

@@ -23,13 +23,19 @@ NAME = "projects/demo/secrets/openai-api-key/versions/4"
 class FakeSecretManager:
     """Answers access_secret_version like the real client; counts calls; can fail."""
 
-    def __init__(self, value: bytes = b"", error: Exception | None = None) -> None:
+    def __init__(self, value: bytes = b"", error: Exception | None = None,
+                 transient: list[Exception] | None = None) -> None:
         self.value = value
         self.error = error
+        self.transient = list(transient or [])
         self.requests: list[tuple[dict[str, str], float]] = []
 
-    def access_secret_version(self, request: dict[str, str], timeout: float) -> Any:
+    def access_secret_version(self, request: dict[str, str], timeout: float,
+                              retry: Any = "the library's default") -> Any:
+        assert retry is None, "google-api-core's retry must be off: ours is the one layer"
         self.requests.append((request, timeout))
+        if self.transient:
+            raise self.transient.pop(0)
         if self.error is not None:
             raise self.error
         return SimpleNamespace(payload=SimpleNamespace(data=self.value))
@@ -77,12 +83,14 @@ def test_a_malformed_name_is_a_config_error_before_any_call(name: str) -> None:
     assert fake.requests == []
 
 
-@pytest.mark.parametrize(("error", "fragment"), [
-    (gexc.NotFound("Secret [projects/1/secrets/x] not found"), "not found"),
-    (gexc.PermissionDenied("denied"), "roles/secretmanager.secretAccessor"),
-    (gexc.ServiceUnavailable("try later"), "ServiceUnavailable"),
+@pytest.mark.parametrize(("error", "fragment", "attempts"), [
+    (gexc.NotFound("Secret [projects/1/secrets/x] not found"), "not found", 1),
+    (gexc.PermissionDenied("denied"), "roles/secretmanager.secretAccessor", 1),
+    (gexc.ServiceUnavailable("try later"), "ServiceUnavailable", 4),  # retried, then given up
 ])
-def test_failures_are_one_safe_line_and_are_not_cached(error: Exception, fragment: str) -> None:
+def test_failures_are_one_safe_line_and_are_not_cached(error: Exception, fragment: str,
+                                                       attempts: int, monkeypatch) -> None:
+    monkeypatch.setattr(secrets, "_sleep", lambda seconds: None)
     key = new_key()
     fake = FakeSecretManager(key.encode(), error=error)
     with secrets.use_client_factory(lambda: fake):
@@ -92,7 +100,7 @@ def test_failures_are_one_safe_line_and_are_not_cached(error: Exception, fragmen
         assert fragment in message and NAME in message and "\n" not in message
         fake.error = None  # the next setup (a retried bundle) tries again
         assert secrets.fetch_secret(NAME) == key
-    assert len(fake.requests) == 2
+    assert len(fake.requests) == attempts + 1
 
 
 def test_an_error_that_echoes_the_value_does_not_leak_it() -> None:
@@ -150,3 +158,23 @@ def test_workers_read_the_key_from_secret_manager_in_setup(tmp_path: Path, monke
     assert len(read_rows(tmp_path / "out", "captions")) == 3
     assert read_rows(tmp_path / "out", "errors") == []
     assert fake.requests == [({"name": NAME}, 30.0)]  # once for the process, not per bundle
+
+
+def test_transient_failures_are_retried_by_the_one_retry_layer(monkeypatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(secrets, "_sleep", waits.append)
+    key = new_key()
+    fake = FakeSecretManager(key.encode(), transient=[gexc.ServiceUnavailable("down"),
+                                                      gexc.TooManyRequests("slow down")])
+    with secrets.use_client_factory(lambda: fake):
+        assert secrets.fetch_secret(NAME) == key
+    assert len(fake.requests) == 3 and len(waits) == 2
+    assert waits[0] <= 0.5 and waits[1] <= 1.0, "the engine's backoff: full jitter, doubling"
+
+
+def test_a_permanent_failure_is_not_retried(monkeypatch) -> None:
+    monkeypatch.setattr(secrets, "_sleep", lambda s: pytest.fail("no retry for a 403"))
+    fake = FakeSecretManager(error=gexc.PermissionDenied("no"))
+    with secrets.use_client_factory(lambda: fake), pytest.raises(ConfigError, match="permission"):
+        secrets.fetch_secret(NAME)
+    assert len(fake.requests) == 1
