@@ -129,11 +129,10 @@ class CaptionConfig:
         """What a worker process keeps about this run (spend share, journal, interrupt flag)."""
         share = self.max_cost_usd / self.limits.workers if self.max_cost_usd else None
         return RunSettings(run_id=self.run_id, spend_share_usd=share,
-                           max_cost_usd=self.max_cost_usd, journal_dir=self.journal_dir,
-                           control_dir=self.control_dir, grace_s=self.interrupt_grace_s,
+                           max_cost_usd=self.max_cost_usd, control_dir=self.control_dir,
+                           grace_s=self.interrupt_grace_s, progress=self.progress_settings,
                            abort_after_identical_failures=(
-                               self.limits.abort_after_identical_failures),
-                           progress=self.progress_settings)
+                               self.limits.abort_after_identical_failures))
 
     def run_info(self) -> dict[str, Any]:
         """What run-summary.json says about the run (the key is never part of it)."""

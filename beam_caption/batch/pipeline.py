@@ -36,9 +36,9 @@ from beam_caption.batch.api import ENDPOINT, BatchClient, open_client
 from beam_caption.batch.collect import rows_record
 from beam_caption.config import BatchConfig, CaptionConfig, EndpointConfig, RunConfig
 from beam_caption.inputs.images import PreparedImage
+from beam_caption.pipeline.prepare import ERRORS
 from beam_caption.pipeline.rows import error_row, utc_now
 from beam_caption.pipeline.schema import ERRORS_SCHEMA
-from beam_caption.pipeline.transforms import ERRORS
 
 _LOG = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from beam_caption.batch.ledger import check_output as check_batch_output
 from beam_caption.cli import batch as batch_cli
 from beam_caption.cli.live import LiveProgress
 from beam_caption.config import RunConfig, build_run_config
-from beam_caption.engine.run_state import INTERRUPTED
+from beam_caption.engine.stop import INTERRUPTED
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.sources import check_inputs, count_inputs
 from beam_caption.options import add_caption_arguments, unknown_beam_flags

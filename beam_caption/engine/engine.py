@@ -33,7 +33,8 @@ from beam_caption.engine import metrics as m
 from beam_caption.engine.budget import Reservation, SpendCap
 from beam_caption.engine.loop import LoopThread
 from beam_caption.engine.pacing import Pacer
-from beam_caption.engine.run_state import RunState, StopReason
+from beam_caption.engine.run_state import RunState
+from beam_caption.engine.stop import StopReason
 from beam_caption.engine.transport import as_api_error
 
 T = TypeVar("T")

@@ -1,8 +1,8 @@
 """A per-process background asyncio loop, shared by every DoFn instance and thread in a worker.
 
 Beam runs DoFns on several threads per worker process; aiohttp wants one event loop. Each process
-gets one daemon thread running one loop per name, created lazily and kept in a module-level
-registry under a lock (apache_beam.utils.shared.Shared keeps only weak references, see DESIGN.md).
+gets one daemon thread running one loop per name, created lazily and kept for the process
+(engine/resources.py).
 Callers hand it coroutines and get concurrent.futures.Future objects back.
 """
 
@@ -15,10 +15,9 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+from beam_caption.engine import resources
 
-_registry: dict[str, LoopThread] = {}
-_registry_lock = threading.Lock()
+T = TypeVar("T")
 
 
 class LoopThread:
@@ -64,10 +63,5 @@ class LoopThread:
 
 
 def get_loop_thread(name: str = "default") -> LoopThread:
-    """The process-wide loop thread called `name`, started on first use."""
-    with _registry_lock:
-        thread = _registry.get(name)
-        if thread is None or not thread.is_alive():
-            thread = LoopThread(name)
-            _registry[name] = thread
-        return thread
+    """The process-wide loop thread called `name`, started on first use (again if it died)."""
+    return resources.kept(("loop", name), lambda: LoopThread(name), LoopThread.is_alive)

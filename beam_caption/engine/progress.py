@@ -1,6 +1,6 @@
 """Per-worker progress: images done, images/s, errors, tokens and dollars.
 
-Each worker process keeps one `Progress` (a module-level registry), fed by PrepareImages (images
+Each worker process keeps one `Progress` (engine/resources.py), fed by PrepareImages (images
 that failed before any request) and the engine (every finished request). It logs a line every
 `interval_s` while work happens (the local runner forwards worker logs; Dataflow shows them in the
 worker logs; the same numbers are Beam counters) and, for local runs, writes a small JSON snapshot
@@ -15,6 +15,8 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+
+from beam_caption.engine import resources
 
 _LOG = logging.getLogger("beam_caption.engine.progress")
 SNAPSHOT_EVERY_S = 0.5
@@ -97,16 +99,7 @@ class Progress:
         return text
 
 
-_registry: dict[ProgressSettings, Progress] = {}
-_registry_lock = threading.Lock()
-
-
 def process_progress(settings: ProgressSettings) -> Progress:
-    """This process's Progress for `settings`, created on first use."""
-    with _registry_lock:
-        progress = _registry.get(settings)
-        if progress is None:
-            progress = _registry[settings] = Progress(
-                settings.interval_s, settings.expected_images,
-                snapshot_dir=settings.snapshot_dir)
-        return progress
+    """This process's Progress for `settings`, created on first use and kept."""
+    return resources.kept(("progress", settings), lambda: Progress(
+        settings.interval_s, settings.expected_images, snapshot_dir=settings.snapshot_dir))

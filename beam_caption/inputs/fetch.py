@@ -1,318 +1,65 @@
-"""Reading image bytes: Beam FileSystems paths (local, gs://, s3://) and guarded http(s) fetches.
+"""Reading any input's bytes: Beam FileSystems paths, and https:// downloads several at a time.
 
-Fetching a URL is a request our workers make on the user's behalf, so it is guarded against
-server-side request forgery by the policy in inputs/urlguard.py, unless allow_private is set.
-The check sits inside the connector's resolver, so the address that was checked is the
-address that is connected to (no DNS-rebinding window), and every redirect hop passes through it
-again. IP literals skip aiohttp's resolver, so fetch_url checks those itself before each hop.
-
-Every failure is an ImageError(stage="read") with a stable code; messages are safe to show.
+An `ImageReader` belongs to one holder (a DoFn, the gallery) and leases the process's
+`UrlFetcher` for its settings only when it meets a URL; closing the reader releases the lease,
+and the last holder to leave closes the download session (engine/resources.py), so one DoFn's
+teardown never cuts the downloads of another.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
+import concurrent.futures
 import threading
-from dataclasses import dataclass
-from typing import BinaryIO
 
-import aiohttp
-from aiohttp.abc import AbstractResolver
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from yarl import URL
+from beam_caption.engine import resources
+from beam_caption.inputs.download import FetchSettings, UrlFetcher
+from beam_caption.inputs.files import is_url, read_uri_bytes
 
-from beam_caption.engine.loop import get_loop_thread
-from beam_caption.inputs.images import ImageError
-from beam_caption.inputs.urlguard import (
-    GuardedConnector,
-    GuardedResolver,
-    check_address,
-    check_hostname,
-)
-
-_READ_CHUNK = 1024 * 1024
-_STREAM_CHUNK = 64 * 1024
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-@dataclass(frozen=True)
-class FetchSettings:
-    """Limits for reading one image: size cap, total time per URL, redirects, private targets."""
-
-    max_bytes: int = 50 * 1024 * 1024
-    timeout_s: float = 30.0
-    max_redirects: int = 3
-    allow_private: bool = False
+__all__ = ["FetchSettings", "ImageReader", "is_url", "read_image_bytes", "read_uri_bytes"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Beam FileSystems
-
-
-def read_uri_bytes(uri: str, *, max_bytes: int) -> bytes:
-    """All bytes of a local path or Beam FileSystems URI (gs://, s3://); not for http(s).
-
-    Raises ImageError(stage="read"): not_found, permission_denied, empty_file, too_large,
-    read_error.
-    """
-    if is_url(uri):
-        raise ValueError("read_uri_bytes does not fetch http(s) URLs; use read_image_bytes")
-    try:
-        # UNCOMPRESSED: Beam's default (AUTO) would gunzip a file named *.gz behind our back.
-        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            data = _read_capped(handle, max_bytes)
-    except ImageError:
-        raise
-    except Exception as exc:  # filesystems raise OSError, BeamIOError, google.api_core errors
-        raise _read_error(exc) from exc
-    if not data:
-        raise ImageError("empty_file", "the file is empty", stage="read")
-    return data
-
-
-def _read_capped(handle: BinaryIO, max_bytes: int) -> bytes:
-    """Read until EOF, failing with too_large as soon as more than max_bytes arrive."""
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        chunk = handle.read(min(_READ_CHUNK, max_bytes + 1 - total))
-        if not chunk:
-            return b"".join(parts)
-        parts.append(chunk)
-        total += len(chunk)
-        if total > max_bytes:
-            raise ImageError("too_large", f"file is larger than {max_bytes} bytes", stage="read")
-
-
-def _read_error(exc: BaseException) -> ImageError:
-    """Map a filesystem exception (local, GCS, S3, possibly wrapped by Beam) to a read code."""
-    for cause in _causes(exc):
-        status = getattr(cause, "code", None)
-        if isinstance(cause, FileNotFoundError) or status == 404:
-            return ImageError("not_found", "file not found", stage="read")
-        if isinstance(cause, PermissionError) or status in (401, 403):
-            return ImageError("permission_denied", "permission denied", stage="read")
-        if isinstance(cause, IsADirectoryError):
-            return ImageError("read_error", "path is a directory, not a file", stage="read")
-    return ImageError("read_error", f"cannot read file: {type(exc).__name__}", stage="read")
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception, its __cause__/__context__ chain and BeamIOError's per-path details."""
-    seen: list[BaseException] = []
-    stack = [exc]
-    while stack and len(seen) < 20:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.append(current)
-        details = getattr(current, "exception_details", None)
-        if isinstance(details, dict):
-            stack.extend(e for e in details.values() if isinstance(e, BaseException))
-        stack.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return seen
-
-
-# ---------------------------------------------------------------------------------------------
-# Address policy
-
-
-def is_url(uri: str) -> bool:
-    """True for http:// and https:// URIs (fetched with aiohttp, not Beam FileSystems)."""
-    return uri[:8].lower().startswith(("http://", "https://"))
-
-
-def make_guarded_connector(
-    settings: FetchSettings, resolver: AbstractResolver | None = None
-) -> aiohttp.TCPConnector:
-    """A TCPConnector whose DNS answers are checked (call inside the running event loop).
-
-    `resolver` replaces the system resolver (tests map names to addresses with it); its answers
-    are checked all the same.
-    """
-    inner = resolver if resolver is not None else aiohttp.resolver.DefaultResolver()
-    return GuardedConnector(
-        guards_addresses=not settings.allow_private,
-        resolver=GuardedResolver(inner, allow_private=settings.allow_private),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# http(s)
-
-
-async def fetch_url(session: aiohttp.ClientSession, url: str, settings: FetchSettings) -> bytes:
-    """GET `url` following at most settings.max_redirects redirects, each hop checked again.
-
-    `session` must use make_guarded_connector() unless settings.allow_private. Raises
-    ImageError(stage="read"): forbidden_address, not_found (404/410), download_failed (other
-    statuses, connection errors, too many redirects), too_large, timeout, empty_file.
-    """
-    if not settings.allow_private and not getattr(session.connector, "guards_addresses", False):
-        raise ValueError("fetch_url needs a session built on make_guarded_connector()")
-    try:
-        # One deadline for the whole fetch: redirects and a slow trickle of body bytes included.
-        async with asyncio.timeout(settings.timeout_s):
-            return await _follow_redirects(session, URL(url), settings)
-    except TimeoutError as exc:
-        raise ImageError(
-            "timeout", f"download did not finish within {settings.timeout_s:g} s", stage="read"
-        ) from exc
-
-
-async def _follow_redirects(
-    session: aiohttp.ClientSession, url: URL, settings: FetchSettings
-) -> bytes:
-    """The redirect loop: check the hop, request it without auto-redirects, read or move on."""
-    for _hop in range(settings.max_redirects + 1):
-        _check_target(url, settings)
-        try:
-            async with session.get(url, allow_redirects=False) as response:
-                if response.status in _REDIRECT_STATUSES:
-                    url = _redirect_target(url, response)
-                    continue
-                _check_status(response.status)
-                return await _read_body(response, settings.max_bytes)
-        except (ImageError, TimeoutError):
-            raise
-        except aiohttp.ClientError as exc:
-            # The resolver's ImageError can arrive wrapped by aiohttp.
-            inner = next((c for c in _causes(exc) if isinstance(c, ImageError)), None)
-            if inner is not None:
-                raise inner from exc
-            raise ImageError("download_failed", _transport_message(url, exc), stage="read") from exc
-    raise ImageError(
-        "download_failed", f"more than {settings.max_redirects} redirects", stage="read"
-    )
-
-
-def _transport_message(url: URL, exc: aiohttp.ClientError) -> str:
-    """A safe one-line description (host only: a URL may carry signed tokens)."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"cannot resolve host {url.host!r}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to host {url.host!r}"
-    return f"download from {url.host!r} failed ({type(exc).__name__})"
-
-
-def _check_target(url: URL, settings: FetchSettings) -> None:
-    """Scheme and host checks that do not need DNS; IP literals are checked here."""
-    if url.scheme not in ("http", "https"):
-        raise ImageError(
-            "download_failed", f"unsupported URL scheme {url.scheme!r}", stage="read"
-        )
-    host = url.host
-    if not host:
-        raise ImageError("download_failed", "URL has no host", stage="read")
-    if settings.allow_private:
-        return
-    check_hostname(host)
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return  # a name: GuardedResolver checks what it resolves to
-    check_address(host, host)
-
-
-def _redirect_target(url: URL, response: aiohttp.ClientResponse) -> URL:
-    """The absolute URL a redirect response points to."""
-    location = response.headers.get("Location")
-    if not location:
-        raise ImageError(
-            "download_failed", f"HTTP {response.status} redirect without a Location", stage="read"
-        )
-    return url.join(URL(location))
-
-
-def _check_status(status: int) -> None:
-    """not_found for 404/410, download_failed for any other non-2xx status."""
-    if 200 <= status < 300:
-        return
-    code = "not_found" if status in (404, 410) else "download_failed"
-    raise ImageError(code, f"HTTP {status}", stage="read")
-
-
-async def _read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """The body, refusing more than max_bytes by Content-Length and while streaming."""
-    too_large = ImageError("too_large", f"download is larger than {max_bytes} bytes", stage="read")
-    if response.content_length is not None and response.content_length > max_bytes:
-        raise too_large
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(_STREAM_CHUNK):
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
-    if not body:
-        raise ImageError("empty_file", "the download is empty", stage="read")
-    return bytes(body)
-
-
-class UrlFetcher:
-    """A synchronous facade over fetch_url for DoFn threads, one ClientSession per process.
-
-    Runs on the process-wide "fetch" loop thread (beam_caption.engine.loop); the session is created
-    lazily on that loop, so every DoFn thread shares one connection pool.
-    """
+class ImageReader:
+    """Reads image bytes for one holder; `close()` when done (also a context manager)."""
 
     def __init__(self, settings: FetchSettings) -> None:
         self.settings = settings
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._fetcher: UrlFetcher | None = None
+        self._lock = threading.Lock()  # threads of one holder (the gallery) share a reader
 
-    def fetch(self, url: str) -> bytes:
-        """The bytes at `url`; raises ImageError (stage read) like fetch_url."""
-        loop_thread = get_loop_thread("fetch")
-        future = loop_thread.submit(self._fetch(url))
-        try:
-            # fetch_url enforces timeout_s itself; the margin covers scheduling only.
-            return future.result(self.settings.timeout_s + 10)
-        except TimeoutError as exc:
-            future.cancel()
-            raise ImageError(
-                "timeout", f"download did not finish within {self.settings.timeout_s:g} s",
-                stage="read",
-            ) from exc
+    def read(self, uri: str) -> bytes:
+        """All bytes of `uri` (a path, gs://, s3:// or https://); raises ImageError."""
+        if not is_url(uri):
+            return read_uri_bytes(uri, max_bytes=self.settings.max_bytes)
+        return self._url_fetcher().fetch(uri)
 
-    async def _fetch(self, url: str) -> bytes:
-        return await fetch_url(self._get_session(), url, self.settings)
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        """The shared session; runs on the loop thread, so check-then-create cannot race."""
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._session_loop is not loop:
-            self._session = aiohttp.ClientSession(connector=make_guarded_connector(self.settings))
-            self._session_loop = loop
-        return self._session
+    def submit(self, url: str) -> concurrent.futures.Future[bytes]:
+        """Start downloading an https:// URL; the future holds its bytes or an ImageError."""
+        return self._url_fetcher().submit(url)
 
     def close(self) -> None:
-        """Close the session (idempotent)."""
-        session, self._session = self._session, None
-        if session is None or session.closed:
-            return
-        loop = self._session_loop
-        if loop is not None and loop.is_running():
-            asyncio.run_coroutine_threadsafe(session.close(), loop).result(10)
+        """Release the download session (the last holder in the process closes it)."""
+        with self._lock:
+            if self._fetcher is None:
+                return
+            self._fetcher = None
+        resources.release(("fetcher", self.settings))
+
+    def __enter__(self) -> ImageReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _url_fetcher(self) -> UrlFetcher:
+        with self._lock:
+            if self._fetcher is None:
+                self._fetcher = resources.acquire(("fetcher", self.settings),
+                                                  lambda: UrlFetcher(self.settings),
+                                                  UrlFetcher.close)
+            return self._fetcher
 
 
-_fetchers: dict[FetchSettings, UrlFetcher] = {}
-_fetchers_lock = threading.Lock()
-
-
-def read_image_bytes(uri: str, fetch_settings: FetchSettings) -> bytes:
-    """Bytes of any input URI: http(s) via a per-process UrlFetcher, the rest via FileSystems."""
-    if not is_url(uri):
-        return read_uri_bytes(uri, max_bytes=fetch_settings.max_bytes)
-    with _fetchers_lock:
-        fetcher = _fetchers.get(fetch_settings)
-        if fetcher is None:
-            fetcher = _fetchers[fetch_settings] = UrlFetcher(fetch_settings)
-    return fetcher.fetch(uri)
-
-
-def close_fetchers() -> None:
-    """Close every per-process UrlFetcher (DoFn teardown, tests)."""
-    with _fetchers_lock:
-        fetchers = list(_fetchers.values())
-        _fetchers.clear()
-    for fetcher in fetchers:
-        fetcher.close()
+def read_image_bytes(uri: str, settings: FetchSettings) -> bytes:
+    """All bytes of one input, for a one-off read (a DoFn keeps an ImageReader instead)."""
+    with ImageReader(settings) as reader:
+        return reader.read(uri)

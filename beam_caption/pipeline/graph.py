@@ -18,9 +18,10 @@ from apache_beam.options.pipeline_options import (
 from beam_caption.batch.pipeline import submit_batches
 from beam_caption.config import RunConfig
 from beam_caption.inputs.sources import ExpandInputs
+from beam_caption.pipeline.caption import CaptionImages
+from beam_caption.pipeline.prepare import PrepareImages
 from beam_caption.pipeline.resume import AnswerSources, CarriedRows, SkipDone
 from beam_caption.pipeline.sinks import WriteCaptions
-from beam_caption.pipeline.transforms import CaptionImages, PrepareImages
 from beam_caption.runner.local import local_runner
 from beam_caption.runner.workers import expected_worker_processes, is_local
 

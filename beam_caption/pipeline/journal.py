@@ -33,6 +33,8 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from beam_caption.engine import resources
+
 _LOG = logging.getLogger(__name__)
 JOURNAL_DIR = "_journal"
 CAPTIONS, ERRORS = "captions", "errors"
@@ -174,25 +176,15 @@ class AnswerJournal:
                     return
 
 
-_journals: dict[str, AnswerJournal] = {}
-_journals_lock = threading.Lock()
-
-
 def process_journal(directory: str) -> AnswerJournal:
-    """This process's journal for the run whose journal directory is `directory`."""
-    with _journals_lock:
-        journal = _journals.get(directory)
-        if journal is None:
-            journal = _journals[directory] = AnswerJournal(directory)
-        return journal
+    """This process's journal for the run whose journal directory is `directory` (kept)."""
+    return resources.kept(("journal", directory), lambda: AnswerJournal(directory))
 
 
 @atexit.register
 def flush_all() -> None:
     """Flush every journal of this process (at exit, and before a hard stop)."""
-    with _journals_lock:
-        journals = list(_journals.values())
-    for journal in journals:
+    for _, journal in resources.values("journal"):
         try:
             journal.flush()
         except Exception:  # at exit: say so, keep going

@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.config import CaptionConfig
 from beam_caption.engine import metrics as m
-from beam_caption.inputs.fetch import FetchSettings, read_image_bytes
+from beam_caption.inputs.fetch import FetchSettings, ImageReader
 from beam_caption.inputs.images import ImageError
 from beam_caption.inputs.sources import ImageRef
 from beam_caption.pipeline.journal import CAPTIONS, ERRORS, decode_line, journal_root
@@ -52,11 +52,22 @@ class _KeyImageDoFn(beam.DoFn):
     def __init__(self, fetch: FetchSettings, caption: CaptionConfig) -> None:
         self._fetch = fetch
         self._caption = caption
+        self._reader: ImageReader | None = None
+
+    def setup(self) -> None:
+        """Borrow the process's download session (opened at the first URL)."""
+        self._reader = ImageReader(self._fetch)
+
+    def teardown(self) -> None:
+        """Give the download session back."""
+        if self._reader is not None:
+            self._reader.close()
 
     def process(self, ref: ImageRef) -> Iterator[tuple[str, ImageRef]]:
         """Hash the image's bytes into its request key."""
+        assert self._reader is not None
         try:
-            data = read_image_bytes(ref.uri, self._fetch)
+            data = self._reader.read(ref.uri)
         except ImageError:
             # PrepareImages will read it again and write the error row with its code.
             yield f"unreadable:{ref.uri}", ref

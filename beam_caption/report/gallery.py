@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from beam_caption.inputs.fetch import FetchSettings, close_fetchers, is_url, read_image_bytes
+from beam_caption.inputs.fetch import FetchSettings, ImageReader, read_image_bytes
 from beam_caption.inputs.images import PrepareSettings, prepare_image
 from beam_caption.report import plots
 from beam_caption.report.totals import latency_stats
@@ -56,7 +56,8 @@ def sample_captions(captions: pa.Table, sample: int) -> list[dict[str, Any]]:
     return sorted(table.to_pylist(), key=lambda row: (row["uri"], row["image_id"]))
 
 
-def thumbnail_data_uri(uri: str, side: int = THUMB_SIDE) -> str | None:
+def thumbnail_data_uri(uri: str, side: int = THUMB_SIDE,
+                       reader: ImageReader | None = None) -> str | None:
     """The image at `uri` as a small JPEG data URI, or None if it cannot be read or decoded.
 
     Uses the pipeline's own reading (FileSystems or guarded https) and preparation (draft-mode
@@ -64,7 +65,7 @@ def thumbnail_data_uri(uri: str, side: int = THUMB_SIDE) -> str | None:
     saw it, and a bad file fails here as it failed there.
     """
     try:
-        data = read_image_bytes(uri, _FETCH)
+        data = reader.read(uri) if reader is not None else read_image_bytes(uri, _FETCH)
         small = prepare_image(uri, data, PrepareSettings(max_side=side, jpeg_quality=95)).jpeg
         with Image.open(io.BytesIO(small)) as im:
             out = io.BytesIO()
@@ -83,11 +84,9 @@ def make_thumbnails(uris: Iterable[str], side: int = THUMB_SIDE,
     if not unique:
         return {}
     # Threads overlap the waits on gs:// and https reads; Pillow decodes outside the GIL.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        thumbs = dict(zip(unique, pool.map(lambda u: thumbnail_data_uri(u, side), unique),
+    with ImageReader(_FETCH) as reader, ThreadPoolExecutor(max_workers=workers) as pool:
+        thumbs = dict(zip(unique, pool.map(lambda u: thumbnail_data_uri(u, side, reader), unique),
                           strict=True))
-    if any(is_url(u) for u in unique):
-        close_fetchers()
     missing = sum(1 for value in thumbs.values() if value is None)
     if missing:
         _LOG.warning("%d of %d images could not be read for thumbnails (shown as placeholders)",

@@ -23,7 +23,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from beam_caption.engine.run_state import INTERRUPT_FILE
+from beam_caption.engine.stop import INTERRUPT_FILE
 from beam_caption.errors import RunAborted
 from beam_caption.pipeline import journal
 from beam_caption.runner.worker import CONTROL_DIR_ENV

@@ -65,3 +65,47 @@ def test_private_addresses_are_refused_without_the_flag(image_server: str,
     errors = read_rows(tmp_path / "out", "errors")
     assert len(errors) == 4 and {e["code"] for e in errors} == {"forbidden_address"}
     assert requests == 0
+
+
+class _SlowCountingHandler(SimpleHTTPRequestHandler):
+    """Serves files after a pause, and records the most requests it had in hand at once."""
+
+    lock = threading.Lock()
+    in_flight = 0
+    most = 0
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        cls = type(self)
+        with cls.lock:
+            cls.in_flight += 1
+            cls.most = max(cls.most, cls.in_flight)
+        try:
+            threading.Event().wait(0.2)
+            super().do_GET()
+        finally:
+            with cls.lock:
+                cls.in_flight -= 1
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_url_inputs_are_downloaded_several_at_a_time(tmp_path: Path) -> None:
+    folder = tmp_path / "served"
+    make_small_photos(folder, 24)
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(_SlowCountingHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with running_simulator() as sim:
+            args = ["run", "--output", str(tmp_path / "out"), "--base-url", sim.base_url,
+                    "--allow-private-urls", *IN_MEMORY]
+            for path in sorted(folder.iterdir()):
+                args += ["--input", f"{base}/{path.name}"]
+            assert run_cli(*args) == 0
+    finally:
+        server.shutdown()
+    assert len(read_rows(tmp_path / "out", "captions")) == 24
+    # One worker process with one DoFn thread: only its own lookahead can overlap downloads.
+    assert _SlowCountingHandler.most >= 4, _SlowCountingHandler.most

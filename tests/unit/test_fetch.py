@@ -27,17 +27,16 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from apache_beam.io.filesystem import BeamIOError
 
+from beam_caption.engine import resources
 from beam_caption.engine.loop import LoopThread
-from beam_caption.inputs.fetch import (  # _read_error: the error mapping, tested on error shapes
+from beam_caption.inputs.download import (
     FetchSettings,
     UrlFetcher,
-    _read_error,
-    close_fetchers,
     fetch_url,
     make_guarded_connector,
-    read_image_bytes,
-    read_uri_bytes,
 )
+from beam_caption.inputs.fetch import ImageReader, read_image_bytes
+from beam_caption.inputs.files import _read_error, read_uri_bytes  # the error mapping, on shapes
 from beam_caption.inputs.images import ImageError
 from beam_caption.inputs.urlguard import forbidden_reason
 
@@ -368,11 +367,25 @@ def test_url_fetcher_guards_by_default(server: Server) -> None:
 def test_read_image_bytes_dispatches(server: Server, tmp_path: Path) -> None:
     local = tmp_path / "a.jpg"
     local.write_bytes(BODY)
-    try:
-        assert read_image_bytes(server.url("/ok.jpg"), PRIVATE) == BODY
-        assert read_image_bytes(str(local), PRIVATE) == BODY
-    finally:
-        close_fetchers()
+    assert read_image_bytes(server.url("/ok.jpg"), PRIVATE) == BODY
+    assert read_image_bytes(str(local), PRIVATE) == BODY
+    assert resources.find(("fetcher", PRIVATE)) is None, "a one-off read leaves no session open"
+
+
+def test_one_readers_close_does_not_cut_another_readers_downloads(server: Server) -> None:
+    # Two DoFns in one process share the download session; the first to tear down must not
+    # close it under the second, which may be in the middle of downloads.
+    first, second = ImageReader(PRIVATE), ImageReader(PRIVATE)
+    assert first.read(server.url("/ok.jpg")) == BODY
+    in_flight = [second.submit(server.url("/ok.jpg")) for _ in range(8)]
+    first.close()
+    assert [f.result(10) for f in in_flight] == [BODY] * 8
+    assert second.read(server.url("/ok.jpg")) == BODY
+    shared = resources.find(("fetcher", PRIVATE))
+    assert shared is not None
+    second.close()
+    assert resources.find(("fetcher", PRIVATE)) is None, "the last holder closed it"
+    assert shared._session is None
 
 
 # --- read_uri_bytes ---------------------------------------------------------------------------

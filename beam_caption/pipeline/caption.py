@@ -1,10 +1,10 @@
-"""The pipeline's PTransforms: PrepareImages and CaptionImages, each with a tagged `errors` output.
+"""CaptionImages: PreparedImage -> caption rows, with a tagged `errors` output of error rows.
 
-CaptionImages is public and composable, the way RunInference is used:
+Public and composable, the way RunInference is used:
 
     prepared = refs | PrepareImages(prepare_settings, fetch_settings, run_id=...)
     captioned = prepared.images | CaptionImages(caption_config)
-    captioned.captions, captioned.errors    # dict rows, schemas in beam_caption.pipeline.schema
+    captioned.captions, captioned.errors    # dict rows, schemas in pipeline/schema.py
 
 Each answer's row is built and journaled (journal.py) on the engine's loop the moment the answer
 arrives, before the DoFn sees it: an answer is persisted within seconds by the process that paid
@@ -28,27 +28,17 @@ from beam_caption.api.request import build_request
 from beam_caption.config import CaptionConfig
 from beam_caption.engine import metrics as m
 from beam_caption.engine.engine import AsyncEngine, CaptionJob, CaptionOutcome
-from beam_caption.engine.progress import ProgressSettings, process_progress
 from beam_caption.engine.registry import acquire_engine, release_engine
-from beam_caption.engine.run_state import RunState, run_state, stop_reason
-from beam_caption.inputs.fetch import FetchSettings, close_fetchers, read_image_bytes
-from beam_caption.inputs.images import ImageError, PreparedImage, PrepareSettings, prepare_image
-from beam_caption.inputs.sources import ImageRef
+from beam_caption.engine.run_state import RunState, run_state
+from beam_caption.inputs.images import PreparedImage
 from beam_caption.pipeline import rows
-from beam_caption.pipeline.journal import CAPTIONS
+from beam_caption.pipeline.journal import CAPTIONS, AnswerJournal, process_journal
 from beam_caption.pipeline.journal import ERRORS as ERRORS_TABLE
+from beam_caption.pipeline.prepare import ERRORS
 from beam_caption.pipeline.structured import SchemaMismatch, parse_answer
 
 _LOG = logging.getLogger(__name__)
-ERRORS = "errors"
 Tagged = tuple[str | None, dict[str, Any]]  # (None | ERRORS, row)
-
-
-class PreparedOutputs(NamedTuple):
-    """PrepareImages' outputs: prepared images and error rows."""
-
-    images: beam.PCollection
-    errors: beam.PCollection
 
 
 class CaptionOutputs(NamedTuple):
@@ -56,67 +46,6 @@ class CaptionOutputs(NamedTuple):
 
     captions: beam.PCollection
     errors: beam.PCollection
-
-
-class _PrepareImageDoFn(beam.DoFn):
-    """Read, hash, decode, orient, shrink and re-encode one image; failures become error rows."""
-
-    def __init__(self, prepare: PrepareSettings, fetch: FetchSettings, run_id: str,
-                 progress: ProgressSettings | None) -> None:
-        self._prepare = prepare
-        self._fetch = fetch
-        self._run_id = run_id
-        self._progress = progress
-        self._prepared = beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_PREPARED)
-
-    def process(self, ref: ImageRef) -> Iterator[Any]:
-        """Yield a PreparedImage, or an errors row tagged ERRORS."""
-        stopped = stop_reason(self._run_id) if self._run_id else None
-        if stopped is not None:
-            # This process stopped sending for the run: preparing would only burn CPU and I/O.
-            yield self._failed(ref, stopped.stage, stopped.code, f"not sent: {stopped.message}")
-            return
-        try:
-            data = read_image_bytes(ref.uri, self._fetch)
-            image = prepare_image(ref.uri, data, self._prepare, source_id=ref.source_id,
-                                  prompt=ref.prompt)
-        except ImageError as exc:
-            yield self._failed(ref, exc.stage, exc.code, exc.message)
-            return
-        except Exception as exc:
-            _LOG.exception("unexpected failure preparing %s", ref.uri)
-            yield self._failed(ref, "internal", "internal_error", f"{type(exc).__name__}: {exc}")
-            return
-        self._prepared.inc()
-        yield image
-
-    def teardown(self) -> None:
-        """Close this process's download sessions (re-created if another DoFn needs them)."""
-        close_fetchers()
-
-    def _failed(self, ref: ImageRef, stage: str, code: str, message: str) -> TaggedOutput:
-        if self._progress is not None:
-            process_progress(self._progress).record(ok=False)
-        return TaggedOutput(ERRORS, rows.error_row(uri=ref.uri, stage=stage, code=code,
-                                                   message=message, run_id=self._run_id))
-
-
-class PrepareImages(beam.PTransform):
-    """ImageRef -> PreparedImage, with an `errors` output of error rows.
-
-    `run_id`: images of a run that stopped sending in this worker process are not read (they
-    become error rows with the stop's code); `progress`: count failures in the run's progress.
-    """
-
-    def __init__(self, prepare: PrepareSettings, fetch: FetchSettings, *, run_id: str = "",
-                 progress: ProgressSettings | None = None) -> None:
-        super().__init__()
-        self._fn = _PrepareImageDoFn(prepare, fetch, run_id, progress)
-
-    def expand(self, refs: beam.PCollection) -> PreparedOutputs:
-        """Apply the preparation DoFn."""
-        result = refs | "Prepare" >> beam.ParDo(self._fn).with_outputs(ERRORS, main="images")
-        return PreparedOutputs(result.images, result[ERRORS])
 
 
 def caption_job(config: CaptionConfig, run: RunState, image: PreparedImage) -> CaptionJob:
@@ -169,6 +98,7 @@ class _CaptionDoFn(beam.DoFn):
         self._config = config
         self._engine: AsyncEngine | None = None
         self._run: RunState | None = None
+        self._journal: AnswerJournal | None = None
         self._pending: dict[concurrent.futures.Future[Tagged], PreparedImage] = {}
         # Enough queued work to keep every slot busy while this thread emits rows; more would only
         # hold images in memory.
@@ -178,6 +108,8 @@ class _CaptionDoFn(beam.DoFn):
         """Join (or start) this process's engine, and its state for the run."""
         self._engine = acquire_engine(self._config)
         self._run = run_state(self._config.run_settings())
+        journal_dir = self._config.journal_dir
+        self._journal = process_journal(journal_dir) if journal_dir else None
 
     def start_bundle(self) -> None:
         """A bundle starts with nothing in flight."""
@@ -196,8 +128,8 @@ class _CaptionDoFn(beam.DoFn):
         concurrent.futures.wait(self._pending)
         assert self._run is not None
         self._run.progress.flush()
-        if self._run.journal is not None:
-            self._run.journal.flush()
+        if self._journal is not None:
+            self._journal.flush()
         at_end = GlobalWindows.windowed_value_at_end_of_window
         for row in self._completed(block=False):
             if isinstance(row, TaggedOutput):
@@ -209,17 +141,16 @@ class _CaptionDoFn(beam.DoFn):
         """Leave the engine; the last DoFn in the process closes its session."""
         if self._engine is not None:
             m.flush_to_beam(self._engine.metrics)
-            release_engine(self._engine)
+            release_engine(self._config)
             self._engine = None
-        if self._run is not None and self._run.journal is not None:
-            self._run.journal.flush()
+        if self._journal is not None:
+            self._journal.flush()
 
     def _finish(self, image: PreparedImage, job: CaptionJob, outcome: CaptionOutcome) -> Tagged:
         """On the engine loop, as the answer arrives: build the row, journal it if paid for."""
         tag, row = outcome_row(self._config, image, job, outcome)
-        journal = job.run.journal
-        if journal is not None and outcome.carries_answer and not outcome.redelivered:
-            journal.append(CAPTIONS if tag is None else ERRORS_TABLE, row)
+        if self._journal is not None and outcome.carries_answer and not outcome.redelivered:
+            self._journal.append(CAPTIONS if tag is None else ERRORS_TABLE, row)
         return tag, row
 
     def _completed(self, *, block: bool) -> Iterator[Any]:
