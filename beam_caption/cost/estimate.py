@@ -32,7 +32,7 @@ from beam_caption.config import CaptionConfig
 from beam_caption.cost import tokens
 from beam_caption.cost.pricing import ModelPrice
 from beam_caption.inputs.fetch import FetchSettings, is_url, read_image_bytes, read_uri_bytes
-from beam_caption.inputs.images import ImageError, image_size_from_header
+from beam_caption.inputs.images import ImageError, image_size_from_header, sent_size
 from beam_caption.inputs.sources import ImageRef
 
 # A one-sentence caption is typically 15-30 English words; at ~1.3 tokens per word that is 20-40
@@ -49,20 +49,6 @@ MAX_UNREADABLE_EXAMPLES = 10
 DEFAULT_COMPARE_COUNT = 4
 # The image rule of a model the price table does not know (as tokens.prompt_tokens assumes).
 FALLBACK_RULE_KEY = "fallback"
-
-
-def sent_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The size an image of (width, height) is sent at with --max-side `max_side` (0 = original).
-
-    The same shrink as images.prepare_image: the longer side becomes max_side, each side rounded,
-    never enlarged, never below 1 px. The result does not depend on which side is which, so the
-    stored or the displayed (EXIF-oriented) size give the same token count.
-    """
-    longer = max(width, height)
-    if not max_side or longer <= max_side:
-        return width, height
-    scale = max_side / longer
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def rule_key(rule: Mapping[str, Any] | None) -> str:

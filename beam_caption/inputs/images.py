@@ -262,8 +262,8 @@ def _decode_shrunk(
     longer side either way.
     """
     width, height = im.size
-    target = _fit(width, height, max_side) if max_side else (width, height)
-    draft_size = _fit(width, height, max(1, max(width, height) // 8)) if verify_only else target
+    target = sent_size(width, height, max_side)
+    draft_size = sent_size(width, height, max(1, max(width, height) // 8)) if verify_only else target
     with _decode_errors():
         # JPEG only (a no-op elsewhere): libjpeg decodes at the smallest 1/2, 1/4 or 1/8 scale
         # still covering the size in both dimensions, so it must keep the aspect ratio.
@@ -290,10 +290,16 @@ def _decode_errors() -> Iterator[None]:
         raise ImageError("decode_error", f"cannot decode image: {_short(exc)}") from exc
 
 
-def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(width, height) scaled so the longer side is at most max_side; never enlarged."""
+def sent_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size an image of (width, height) is sent at with --max-side `max_side` (0 = original):
+    the longer side becomes max_side, each side rounded, never enlarged, never below 1 px.
+
+    The one fit rule: prepare_image shrinks to it and `beam-caption estimate` counts tokens for
+    it. It does not depend on which side is which, so the stored or the displayed (EXIF-oriented)
+    size give the same token count.
+    """
     longer = max(width, height)
-    if longer <= max_side:
+    if not max_side or longer <= max_side:
         return width, height
     scale = max_side / longer
     return max(1, round(width * scale)), max(1, round(height * scale))

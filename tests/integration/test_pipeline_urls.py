@@ -74,7 +74,7 @@ class _SlowCountingHandler(SimpleHTTPRequestHandler):
     in_flight = 0
     most = 0
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         cls = type(self)
         with cls.lock:
             cls.in_flight += 1

@@ -19,7 +19,7 @@ from beam_caption.cost import bill
 from beam_caption.cost import estimate as est
 from beam_caption.cost.pricing import load_prices
 from beam_caption.inputs.fetch import FetchSettings
-from beam_caption.inputs.images import ImageError, PrepareSettings, prepare_image
+from beam_caption.inputs.images import ImageError, PrepareSettings, prepare_image, sent_size
 from beam_caption.inputs.sources import ImageRef
 from tests.fixtures.images import make_image_corpus
 
@@ -59,16 +59,16 @@ def test_sent_size_is_the_size_prepare_image_sends(corpus) -> None:
         for side in SIDES:
             prepared = prepare_image(str(path), data, PrepareSettings(max_side=side))
             assert (prepared.width, prepared.height) == (width, height), path.name
-            assert est.sent_size(width, height, side) == (
+            assert sent_size(width, height, side) == (
                 prepared.sent_width, prepared.sent_height), (path.name, side)
 
 
 def test_sent_size_rounds_and_never_enlarges() -> None:
-    assert est.sent_size(4032, 3024, 512) == (512, 384)
-    assert est.sent_size(3024, 4032, 512) == (384, 512)
-    assert est.sent_size(451, 300, 512) == (451, 300)
-    assert est.sent_size(451, 300, 0) == (451, 300)
-    assert est.sent_size(5000, 3, 512) == (512, 1)  # never below 1 px
+    assert sent_size(4032, 3024, 512) == (512, 384)
+    assert sent_size(3024, 4032, 512) == (384, 512)
+    assert sent_size(451, 300, 512) == (451, 300)
+    assert sent_size(451, 300, 0) == (451, 300)
+    assert sent_size(5000, 3, 512) == (512, 1)  # never below 1 px
 
 
 def test_header_codes_on_the_corpus(corpus) -> None:
