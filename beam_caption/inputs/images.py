@@ -263,7 +263,8 @@ def _decode_shrunk(
     """
     width, height = im.size
     target = sent_size(width, height, max_side)
-    draft_size = sent_size(width, height, max(1, max(width, height) // 8)) if verify_only else target
+    eighth = max(1, max(width, height) // 8)
+    draft_size = sent_size(width, height, eighth) if verify_only else target
     with _decode_errors():
         # JPEG only (a no-op elsewhere): libjpeg decodes at the smallest 1/2, 1/4 or 1/8 scale
         # still covering the size in both dimensions, so it must keep the aspect ratio.
