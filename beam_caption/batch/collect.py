@@ -32,7 +32,7 @@ from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, BatchInfo
 from beam_caption.config import CaptionConfig, EndpointConfig
 from beam_caption.cost.pricing import ModelPrice
-from beam_caption.engine.engine import cost_usd
+from beam_caption.engine.jobs import cost_usd
 from beam_caption.pipeline.rows import caption_row, error_row, error_stage
 from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
 from beam_caption.pipeline.sinks import SUMMARY_NAME, SummaryFn, summary_document

@@ -17,10 +17,18 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from beam_caption.engine.engine import CaptionOutcome
+
+class Outcome(Protocol):
+    """What the memory needs of an outcome (engine/jobs.py's CaptionOutcome, a dataclass)."""
+
+    @property
+    def carries_answer(self) -> bool:
+        """True when the provider answered and billed."""
+
+
+CaptionOutcome = TypeVar("CaptionOutcome", bound=Outcome)
 
 # About 1.5 KB per remembered answer: 30 MB at most per worker process and run.
 DEFAULT_CAPACITY = 20_000

@@ -17,8 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TypeVar
 
 import aiohttp
@@ -26,63 +25,18 @@ import aiohttp
 from beam_caption.api.errors import ApiError, QuotaExceeded, RateLimited
 from beam_caption.api.response import ChatResult, parse_response
 from beam_caption.api.retry import backoff_delay, is_retryable
-from beam_caption.api.usage import Usage
 from beam_caption.config import EndpointConfig, LimitsConfig
-from beam_caption.cost.pricing import ModelPrice, format_usd
+from beam_caption.cost.pricing import format_usd
 from beam_caption.engine import metrics as m
 from beam_caption.engine.budget import Reservation, SpendCap
+from beam_caption.engine.jobs import CaptionJob, CaptionOutcome, cost_usd
 from beam_caption.engine.loop import LoopThread
 from beam_caption.engine.pacing import Pacer
 from beam_caption.engine.run_state import RunState
 from beam_caption.engine.stop import StopReason
-from beam_caption.engine.transport import as_api_error
+from beam_caption.engine.transport import Transport, as_api_error
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class CaptionJob:
-    """One request to send, with everything that belongs to it and not to the engine."""
-
-    key: str  # the request_key: identical keys share one answer
-    uri: str
-    body: bytes  # the JSON request body, built by the job's own transform
-    estimated_prompt_tokens: int
-    max_output_tokens: int
-    price: ModelPrice | None
-    run: RunState
-    dedupe: bool = True
-
-
-@dataclass(frozen=True)
-class CaptionOutcome:
-    """How a job ended: an answer or the error that ended it, what it took and what it cost."""
-
-    result: ChatResult | None = None
-    error: ApiError | None = None
-    attempts: int = 0
-    latency_ms: float | None = None
-    cost_usd: float | None = None  # the answer's (or a billed error's) cost; None: no price
-    stopped: StopReason | None = None  # the run stopped before this job had an answer
-    abandoned: bool = False  # in flight when an interrupt's grace period ran out
-    shared_from: str | None = None  # the uri whose request paid for this answer (a duplicate)
-    redelivered: bool = False  # the same image's answer again (a retried bundle)
-
-    @property
-    def carries_answer(self) -> bool:
-        """True when the provider answered (and billed): a caption, or a billed refusal."""
-        if self.result is not None:
-            return True
-        error = self.error
-        return error is not None and error.usage is not None and not is_retryable(error)
-
-
-def cost_usd(price: ModelPrice | None, usage: Usage | None, *, batch: bool = False) -> float | None:
-    """What `usage` costs at `price` (None when the model has no price or nothing was billed)."""
-    if price is None or usage is None:
-        return None
-    return price.cost_usd(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
-                          batch=batch)
 
 
 class _NotSent(Exception):
@@ -98,29 +52,17 @@ class AsyncEngine:
         self.limits = limits
         self.metrics = m.MetricsCollector()
         self.pacer = Pacer(limits)
+        self.transport = Transport(endpoint, limits.concurrency, api_key)
         self._loop_thread = loop_thread
-        self._api_key = api_key
         self._rng = random.Random()
-        self._session: aiohttp.ClientSession | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-    async def _open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.limits.concurrency, limit_per_host=0,
-                                         ttl_dns_cache=300)
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        self._session = aiohttp.ClientSession(connector=connector, headers=headers)
 
     def open(self) -> None:
         """Create the session on the engine's loop (called once, from the registry)."""
-        self._loop_thread.run(self._open(), timeout=30)
+        self._loop_thread.run(self.transport.open(), timeout=30)
 
     def close(self) -> None:
         """Close the session; jobs still running are cancelled."""
-        if self._session is not None:
-            self._loop_thread.run(self._session.close(), timeout=30)
-            self._session = None
+        self._loop_thread.run(self.transport.close(), timeout=30)
 
     # -- submission ------------------------------------------------------------------------
     def submit(self, job: CaptionJob, finish: Callable[[CaptionOutcome], T]
@@ -228,7 +170,8 @@ class AsyncEngine:
             billed: float | None = None
             try:
                 async with run.in_flight():
-                    status, headers, payload, latency_ms = await self._send(job.body)
+                    self.metrics.inc(m.REQUESTS)
+                    status, headers, payload, latency_ms = await self.transport.post(job.body)
                 try:
                     result = parse_response(status, headers, payload)
                 except ApiError as exc:
@@ -256,20 +199,6 @@ class AsyncEngine:
         if isinstance(reservation, Reservation):
             raise _NotSent()
         return reservation
-
-    async def _send(self, body: bytes) -> tuple[int, Mapping[str, str], bytes, float]:
-        """POST `body`; the whole response is read inside `async with`, under a total timeout."""
-        assert self._session is not None
-        self.metrics.inc(m.REQUESTS)
-        endpoint = self.endpoint
-        timeout = aiohttp.ClientTimeout(total=endpoint.request_timeout_s,
-                                        sock_connect=endpoint.connect_timeout_s)
-        started = time.monotonic()
-        async with self._session.post(endpoint.chat_completions_url, data=body,
-                                      timeout=timeout) as response:
-            payload = await response.read()
-            status, headers = response.status, response.headers
-        return status, headers, payload, (time.monotonic() - started) * 1000
 
     def _on_api_error(self, exc: ApiError) -> None:
         self.pacer.apply_server_limits(exc.rate_limits)

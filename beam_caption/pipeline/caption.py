@@ -27,7 +27,8 @@ from apache_beam.transforms.window import GlobalWindows
 from beam_caption.api.request import build_request
 from beam_caption.config import CaptionConfig
 from beam_caption.engine import metrics as m
-from beam_caption.engine.engine import AsyncEngine, CaptionJob, CaptionOutcome
+from beam_caption.engine.engine import AsyncEngine
+from beam_caption.engine.jobs import CaptionJob, CaptionOutcome
 from beam_caption.engine.registry import acquire_engine, release_engine
 from beam_caption.engine.run_state import RunState, run_state
 from beam_caption.inputs.images import PreparedImage

@@ -9,7 +9,7 @@ from beam_caption.api.ratelimits import RateLimitInfo
 from beam_caption.api.response import ChatResult
 from beam_caption.api.usage import Usage
 from beam_caption.engine.answers import AnswerMemory
-from beam_caption.engine.engine import CaptionOutcome
+from beam_caption.engine.jobs import CaptionOutcome
 
 ANSWER = CaptionOutcome(result=ChatResult("A cat.", "stop", "req-1", "m", Usage(100, 10, 110),
                                           RateLimitInfo()),
