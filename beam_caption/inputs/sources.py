@@ -3,35 +3,32 @@
 Globs go through Beam FileSystems (local paths, gs://, s3://; `**` crosses directories, `*` does
 not), so listing a 50M-object bucket happens on workers, not in the launcher. Manifests (.txt one
 URI per line; .csv, .jsonl or .parquet with a `uri` column and optional `id` and `prompt`) are
-streamed on a worker too. check_inputs() runs in the launcher first and turns the common mistakes
-(a pattern matching nothing, a missing manifest) into a one-line ConfigError.
+streamed on a worker too; reading them is inputs/manifest.py's job. check_inputs() runs in the
+launcher first and turns the common mistakes (a pattern matching nothing, a missing manifest)
+into a one-line ConfigError; count_inputs() sizes the run for progress projections.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes, FileMetadata
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.fetch import is_url
+from beam_caption.inputs.images import first_line
+from beam_caption.inputs.manifest import manifest_format, read_manifest
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-_MANIFEST_FORMATS = (".txt", ".csv", ".jsonl", ".parquet")
-_PARQUET_BATCH_ROWS = 4096
-_rows_without_uri = Metrics.counter("beam_caption", "manifest_rows_without_uri")
+# describe_io_error and the manifest check keep their one-line messages this short.
+_MESSAGE_LIMIT = 160
 
 
 @dataclass(frozen=True)
@@ -107,7 +104,8 @@ def _check_manifest(manifest: str) -> None:
     except ConfigError:
         raise
     except Exception as exc:  # unreadable or malformed file
-        raise ConfigError(f"--manifest {manifest!r} cannot be read ({_short(exc)})") from exc
+        reason = first_line(exc, _MESSAGE_LIMIT)
+        raise ConfigError(f"--manifest {manifest!r} cannot be read ({reason})") from exc
     if first is None:
         raise ConfigError(f"--manifest {manifest!r} lists no images")
 
@@ -140,103 +138,6 @@ def expand_pattern(pattern: str) -> list[str]:
     return [pattern, pattern.replace("/**/", "/")]
 
 
-def manifest_format(path: str) -> str:
-    """The manifest's format from its extension (.txt, .csv, .jsonl, .parquet)."""
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in _MANIFEST_FORMATS:
-        raise ConfigError(
-            f"manifest {path!r} has an unknown extension; use one of {', '.join(_MANIFEST_FORMATS)}"
-        )
-    return extension
-
-
-def read_manifest(path: str, prompt_column: str = "prompt") -> Iterator[ImageRef]:
-    """Stream the ImageRefs a manifest lists; relative paths resolve against its directory.
-
-    `prompt_column` names the column (or JSON key) holding a per-row prompt, if any.
-
-    Rows with an empty uri are skipped (counted in the manifest_rows_without_uri metric).
-    """
-    readers = {".txt": _txt_rows, ".csv": _csv_rows, ".jsonl": _jsonl_rows, ".parquet": _pq_rows}
-    base = FileSystems.split(path)[0]
-    for uri, source_id, prompt in readers[manifest_format(path)](path, prompt_column):
-        uri = (uri or "").strip()
-        if not uri:
-            _rows_without_uri.inc()
-            continue
-        yield ImageRef(_resolve(uri, base), source_id or None, prompt or None)
-
-
-Row = tuple[str | None, str | None, str | None]
-
-
-def _open_text(path: str) -> io.TextIOWrapper:
-    """A manifest as text; utf-8-sig drops the byte-order mark spreadsheet exports add."""
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-
-
-def _txt_rows(path: str, prompt_column: str) -> Iterator[Row]:
-    """One URI per line; blank lines and #-comments skipped."""
-    with _open_text(path) as lines:
-        for line in lines:
-            uri = line.strip()
-            if uri and not uri.startswith("#"):
-                yield uri, None, None
-
-
-def _csv_rows(path: str, prompt_column: str) -> Iterator[Row]:
-    """A CSV with a header row containing `uri` (and optionally `id`, `prompt`)."""
-    with _open_text(path) as text:
-        reader = csv.DictReader(text)
-        if "uri" not in (reader.fieldnames or []):
-            raise ConfigError(f"manifest {path!r} has no 'uri' column in its header")
-        for row in reader:
-            yield row.get("uri"), _text(row.get("id")), row.get(prompt_column)
-
-
-def _jsonl_rows(path: str, prompt_column: str) -> Iterator[Row]:
-    """One JSON object per line with a `uri` key (and optionally `id`, `prompt`)."""
-    with _open_text(path) as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ConfigError(f"manifest {path!r} line {number} is not valid JSON") from exc
-            if not isinstance(row, dict) or "uri" not in row:
-                raise ConfigError(f"manifest {path!r} line {number} has no 'uri' key")
-            yield _text(row.get("uri")), _text(row.get("id")), _text(row.get(prompt_column))
-
-
-def _pq_rows(path: str, prompt_column: str) -> Iterator[Row]:
-    """A Parquet file with a `uri` column, read in record batches (never whole)."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        parquet = pq.ParquetFile(handle)
-        names = parquet.schema_arrow.names
-        if "uri" not in names:
-            raise ConfigError(f"manifest {path!r} has no 'uri' column")
-        columns = [name for name in ("uri", "id", prompt_column) if name in names]
-        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
-            for row in batch.to_pylist():
-                yield _text(row.get("uri")), _text(row.get("id")), _text(row.get(prompt_column))
-
-
-def _text(value: object) -> str | None:
-    """A manifest cell as text (ids may be numbers); None stays None."""
-    return None if value is None else str(value)
-
-
-def _resolve(uri: str, base: str) -> str:
-    """A manifest entry as an absolute URI: relative paths are relative to the manifest."""
-    if _SCHEME.match(uri) or os.path.isabs(uri):
-        return uri
-    if _SCHEME.match(base):
-        return FileSystems.join(base, uri)
-    return os.path.normpath(os.path.join(base, uri))
-
-
 def describe_io_error(exc: BaseException) -> str:
     """One line for a failed listing: a missing bucket by name, else the error's first line.
 
@@ -246,7 +147,7 @@ def describe_io_error(exc: BaseException) -> str:
     bucket = _missing_bucket(exc)
     if bucket:
         return f"bucket {bucket} does not exist or these credentials cannot see it"
-    return _short(exc)
+    return first_line(exc, _MESSAGE_LIMIT)
 
 
 def _missing_bucket(exc: BaseException) -> str | None:
@@ -261,15 +162,15 @@ def _missing_bucket(exc: BaseException) -> str | None:
     return None
 
 
-def _short(exc: BaseException) -> str:
-    """First line of an exception, bounded, for a one-line error message."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
-
-
 def _file_to_ref(metadata: FileMetadata) -> ImageRef:
     """A matched file as an ImageRef."""
     return ImageRef(metadata.path)
+
+
+def _manifest_refs(path: str, prompt_column: str) -> Iterator[ImageRef]:
+    """The ImageRefs a manifest lists (inputs/manifest.py reads and resolves the rows)."""
+    for entry in read_manifest(path, prompt_column):
+        yield ImageRef(entry.uri, entry.source_id, entry.prompt)
 
 
 class ExpandInputs(beam.PTransform):
@@ -310,7 +211,7 @@ class ExpandInputs(beam.PTransform):
             branches.append(
                 pbegin
                 | "Manifest" >> beam.Create([self._manifest])
-                | "ReadManifest" >> beam.FlatMap(read_manifest, self._prompt_column)
+                | "ReadManifest" >> beam.FlatMap(_manifest_refs, self._prompt_column)
             )
         merged = tuple(branches) | "Merge" >> beam.Flatten()
         return merged | "Reshuffle" >> beam.Reshuffle()

@@ -17,6 +17,7 @@ from beam_caption.inputs.images import (
     ImageError,
     PreparedImage,
     PrepareSettings,
+    first_line,
     image_size_from_header,
     prepare_image,
 )
@@ -274,3 +275,10 @@ def test_settings_are_validated() -> None:
 def test_image_error_survives_pickling() -> None:
     error = pickle.loads(pickle.dumps(ImageError("not_found", "file not found", stage="read")))
     assert (error.code, error.stage, error.message) == ("not_found", "read", "file not found")
+
+
+def test_first_line_is_one_bounded_line() -> None:
+    assert first_line(ValueError("\n  bad CRC\nmore detail")) == "bad CRC"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(OSError("x" * 500)) == "x" * 200
+    assert first_line(OSError("x" * 500), 160) == "x" * 160
