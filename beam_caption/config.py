@@ -7,6 +7,7 @@ path), resolved on the worker in DoFn.setup (beam_caption.auth.keys).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import uuid
@@ -76,6 +77,28 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    """What run-summary.json and batches.json say about a run (the key is never part of it)."""
+
+    run_id: str
+    model: str
+    prompt: str
+    base_url: str
+    max_side: int
+    max_cost_usd: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunInfo:
+        """A RunInfo from `as_dict`'s shape (unknown keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
 class CaptionConfig:
     """Everything CaptionImages needs: request, endpoint, limits, price, and where answers go."""
 
@@ -134,11 +157,11 @@ class CaptionConfig:
                            abort_after_identical_failures=(
                                self.limits.abort_after_identical_failures))
 
-    def run_info(self) -> dict[str, Any]:
-        """What run-summary.json says about the run (the key is never part of it)."""
-        return {"run_id": self.run_id, "model": self.request.model, "prompt": self.request.prompt,
-                "base_url": self.endpoint.base_url, "max_side": self.prepare.max_side,
-                "max_cost_usd": self.max_cost_usd}
+    def run_info(self) -> RunInfo:
+        """What the run's summary and ledger say about it."""
+        return RunInfo(run_id=self.run_id, model=self.request.model, prompt=self.request.prompt,
+                       base_url=self.endpoint.base_url, max_side=self.prepare.max_side,
+                       max_cost_usd=self.max_cost_usd)
 
     @classmethod
     def create(cls, *, model: str = DEFAULT_MODEL, prompt: str = DEFAULT_PROMPT,

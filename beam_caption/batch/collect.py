@@ -15,7 +15,6 @@ exist: collecting twice rewrites the same files and never duplicates a row.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Iterable
@@ -26,46 +25,24 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.api.errors import ApiError
-from beam_caption.api.request import RequestSettings
 from beam_caption.api.response import ChatResult, parse_response
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, BatchInfo
-from beam_caption.config import CaptionConfig, EndpointConfig
-from beam_caption.cost.pricing import ModelPrice
+from beam_caption.config import CaptionConfig
 from beam_caption.engine.jobs import cost_usd
 from beam_caption.pipeline.rows import caption_row, error_row, error_stage
 from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
-from beam_caption.pipeline.sinks import SUMMARY_NAME, SummaryFn, summary_document
 from beam_caption.pipeline.structured import (
     SchemaMismatch,
-    StructuredSpec,
     arrow_fields,
     parse_answer,
 )
+from beam_caption.pipeline.summary import SummaryFn, summary_document, write_summary
 
 _LOG = logging.getLogger(__name__)
 # Why a request has no answer, by the batch's final status (a result line's own code wins).
 _MISSING_CODES = {"expired": "batch_expired", "cancelled": "batch_cancelled"}
 _LINE_CODES = frozenset({"batch_expired", "batch_cancelled"})
-
-
-def rows_record(caption: CaptionConfig, run_info: dict[str, Any]) -> dict[str, Any]:
-    """What collect needs to rebuild rows on another machine (kept in batches.json)."""
-    return {"model": caption.request.model, "prompt": caption.request.prompt,
-            "price": dataclasses.asdict(caption.price) if caption.price else None,
-            "structured": dataclasses.asdict(caption.structured) if caption.structured else None,
-            "run_info": run_info}
-
-
-def caption_config(run: bs.RunRecord) -> CaptionConfig:
-    """The CaptionConfig the row builders need, from a run's record."""
-    rows = run.rows
-    return CaptionConfig(
-        request=RequestSettings(model=rows["model"], prompt=rows.get("prompt") or ""),
-        endpoint=EndpointConfig(base_url=run.endpoint["base_url"]),
-        price=ModelPrice(**rows["price"]) if rows.get("price") else None,
-        run_id=run.run_id,
-        structured=StructuredSpec(**rows["structured"]) if rows.get("structured") else None)
 
 
 def _batch_cost(config: CaptionConfig, usage: Any) -> float | None:
@@ -171,7 +148,7 @@ def _read_meta(output: str, shard: bs.ShardRecord) -> list[dict[str, Any]]:
 def collect_shard(output: str, run: bs.RunRecord, shard: bs.ShardRecord,
                   info: BatchInfo | None, client: BatchClient | None) -> tuple[int, int]:
     """Write one finished shard's rows; returns (captions, errors). `info` None: never sent."""
-    config = caption_config(run)
+    config = run.caption_config()
     lines: list[dict[str, Any]] = []
     if info is not None and client is not None:
         for file_id in (info.output_file_id, info.error_file_id):
@@ -208,20 +185,20 @@ def _tally(output: str, run_id: str) -> tuple[dict[str, Any], dict[str, list[str
     return acc, files
 
 
-def write_summary(output: str, run: bs.RunRecord) -> dict[str, Any]:
+def write_batch_summary(output: str, run: bs.RunRecord) -> dict[str, Any]:
     """run-summary.json for a collected run: the realtime fields over this run's rows, plus
     `mode` and a `batch` block with what the same answers would have cost in realtime."""
     acc, files = _tally(output, run.run_id)
     summary = summary_document(acc)
     summary["mean_latency_ms"] = None  # a batch's requests have no latency of their own
     cost = summary["cost_usd"]
-    price = run.rows.get("price") or {}
+    price = run.price or {}
     discount = price.get("batch_discount") or 0
     realtime = round(cost / discount, 8) if cost is not None and discount else None
     by_status: dict[str, int] = {}
     for shard in run.shards:
         by_status[shard.status] = by_status.get(shard.status, 0) + 1
-    document = {**run.rows.get("run_info", {}), **summary, "mode": "batch",
+    document = {**run.info, **summary, "mode": "batch",
                 "batch": {"batches": sum(1 for s in run.shards if s.batch_id),
                           "by_status": dict(sorted(by_status.items())),
                           "requests": sum(s.lines for s in run.shards),
@@ -229,15 +206,13 @@ def write_summary(output: str, run: bs.RunRecord) -> dict[str, Any]:
                           "saved_usd": (round(realtime - cost, 8)
                                         if realtime is not None and cost is not None else None)},
                 "files": {t: [p.rsplit("/", 1)[-1] for p in paths] for t, paths in files.items()}}
-    path = FileSystems.join(output, SUMMARY_NAME)
-    with FileSystems.create(path, mime_type="application/json") as handle:
-        handle.write(json.dumps(document, indent=2).encode("utf-8"))
+    write_summary(output, document)
     return document
 
 
-def finish_run(output: str, manifest: bs.Manifest, run: bs.RunRecord) -> dict[str, Any]:
+def finish_run(output: str, ledger: bs.BatchLedger, run: bs.RunRecord) -> dict[str, Any]:
     """Once every shard is collected: the summary, superseded error files gone, run closed."""
-    summary = write_summary(output, run)
+    summary = write_batch_summary(output, run)
     stale = [p for p in run.supersede if FileSystems.exists(p)]
     if stale:
         FileSystems.delete(stale)
@@ -247,7 +222,7 @@ def finish_run(output: str, manifest: bs.Manifest, run: bs.RunRecord) -> dict[st
         # The request files hold every image in base64: as large as the photos, and spent.
         FileSystems.delete(gone)
     run.state = bs.COLLECTED
-    bs.save(output, manifest)
+    bs.save_ledger(output, ledger)
     return summary
 
 
@@ -260,7 +235,7 @@ def note_status(shard: bs.ShardRecord, info: BatchInfo) -> bool:
     return before != (shard.status, shard.counts)
 
 
-def collect_run(output: str, manifest: bs.Manifest, run: bs.RunRecord,
+def collect_run(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
                 client: BatchClient) -> dict[str, Any] | None:
     """Collect every finished, uncollected shard of `run`; the summary once all are collected.
 
@@ -273,17 +248,17 @@ def collect_run(output: str, manifest: bs.Manifest, run: bs.RunRecord,
         if shard.batch_id is not None:
             info = client.get(shard.batch_id)
             if note_status(shard, info):
-                bs.save(output, manifest)
+                bs.save_ledger(output, ledger)
             if not info.terminal:
                 continue
         elif not shard.cancel_requested:
             continue  # not submitted yet: `beam-caption batch submit` sends it
         captions, errors = collect_shard(output, run, shard, info, client)
         shard.collected = True
-        bs.save(output, manifest)
+        bs.save_ledger(output, ledger)
         _LOG.info("shard %d/%d (%s, %s): %d caption rows, %d error rows", shard.index + 1,
                   len(run.shards), shard.batch_id or "never submitted", shard.status, captions,
                   errors)
     if all(s.collected for s in run.shards):
-        return finish_run(output, manifest, run)
+        return finish_run(output, ledger, run)
     return None

@@ -20,11 +20,16 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from beam_caption.api.request import RequestSettings
+from beam_caption.config import CaptionConfig, EndpointConfig
+from beam_caption.cost.pricing import ModelPrice
 from beam_caption.errors import ConfigError
+from beam_caption.pipeline.rows import utc_now
+from beam_caption.pipeline.structured import StructuredSpec
 
-MANIFEST_NAME = "batches.json"
+LEDGER_NAME = "batches.json"
 BATCH_DIR = "batch"
-VERSION = 1
+VERSION = 2  # 1: the run's model, prompt, price and schema nested under "rows"
 # Run states: "submitting" until every shard has a batch; "submitted"; "collected" once every
 # shard's rows are written (cancelled runs end "collected" too, after their rows are written).
 SUBMITTING, SUBMITTED, COLLECTED = "submitting", "submitted", "collected"
@@ -54,15 +59,39 @@ class ShardRecord:
 
 @dataclass
 class RunRecord:
-    """One batch-mode run: how to rebuild its rows, and its shards."""
+    """One batch-mode run: where its batches went, how to rebuild its rows, and its shards."""
 
     run_id: str
     created_at: str
-    endpoint: dict[str, Any]  # base_url, api_key_env, api_key_file, api_key_secret
-    rows: dict[str, Any]  # model, prompt, price, structured, run_info (see batch_collect)
+    endpoint: dict[str, Any]  # base_url, api_key_env, api_key_file, api_key_secret (never a key)
+    info: dict[str, Any]  # RunInfo.as_dict(): model, prompt, base_url, max_side, max_cost_usd
+    price: dict[str, Any] | None = None  # the ModelPrice the rows are billed at (batch discount)
+    structured: dict[str, Any] | None = None  # the --schema spec answers are parsed with
     supersede: list[str] = field(default_factory=list)  # error files collect replaces
     state: str = SUBMITTING
     shards: list[ShardRecord] = field(default_factory=list)
+
+    @classmethod
+    def for_run(cls, caption: CaptionConfig, supersede: tuple[str, ...] = ()) -> RunRecord:
+        """The record of a run about to write its shards (they are added when submitted)."""
+        endpoint = caption.endpoint
+        return cls(run_id=caption.run_id, created_at=utc_now().isoformat(),
+                   endpoint={"base_url": endpoint.base_url, "api_key_env": endpoint.api_key_env,
+                             "api_key_file": endpoint.api_key_file,
+                             "api_key_secret": endpoint.api_key_secret},
+                   info=caption.run_info().as_dict(),
+                   price=dataclasses.asdict(caption.price) if caption.price else None,
+                   structured=(dataclasses.asdict(caption.structured) if caption.structured
+                               else None),
+                   supersede=list(supersede))
+
+    def caption_config(self) -> CaptionConfig:
+        """The CaptionConfig the row builders need, rebuilt on any machine from the record."""
+        return CaptionConfig(
+            request=RequestSettings(model=self.info["model"], prompt=self.info.get("prompt") or ""),
+            endpoint=EndpointConfig(base_url=self.endpoint["base_url"]),
+            price=ModelPrice(**self.price) if self.price else None, run_id=self.run_id,
+            structured=StructuredSpec(**self.structured) if self.structured else None)
 
     @property
     def open(self) -> bool:
@@ -75,7 +104,7 @@ class RunRecord:
 
 
 @dataclass
-class Manifest:
+class BatchLedger:
     """Every batch-mode run of one output directory, oldest first."""
 
     runs: list[RunRecord] = field(default_factory=list)
@@ -93,22 +122,34 @@ class Manifest:
         return {"version": VERSION, "runs": [dataclasses.asdict(r) for r in self.runs]}
 
     @classmethod
-    def from_json(cls, data: Any, origin: str) -> Manifest:
+    def from_json(cls, data: Any, origin: str) -> BatchLedger:
         """Parse a batches.json document; ConfigError if it is not one."""
-        if not isinstance(data, dict) or data.get("version") != VERSION \
+        if not isinstance(data, dict) or data.get("version") not in (1, VERSION) \
                 or not isinstance(data.get("runs"), list):
             raise ConfigError(f"{origin} is not a beam-caption batches.json (version {VERSION})")
         try:
-            runs = [RunRecord(**{**run, "shards": [ShardRecord(**s) for s in run["shards"]]})
+            runs = [RunRecord(**{**_upgraded(run),
+                                 "shards": [ShardRecord(**s) for s in run["shards"]]})
                     for run in data["runs"]]
         except (TypeError, KeyError) as exc:
             raise ConfigError(f"{origin} has an unexpected run or shard record ({exc})") from None
         return cls(runs)
 
 
-def manifest_path(output: str) -> str:
+def _upgraded(run: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 run record (model, prompt, price, schema under "rows") in today's fields."""
+    if "rows" not in run:
+        return run
+    rows = run["rows"]
+    info = {"run_id": run["run_id"], "model": rows["model"], "prompt": rows.get("prompt"),
+            "base_url": run["endpoint"]["base_url"], **rows.get("run_info", {})}
+    rest = {k: v for k, v in run.items() if k != "rows"}
+    return {**rest, "info": info, "price": rows.get("price"), "structured": rows.get("structured")}
+
+
+def ledger_path(output: str) -> str:
     """Where batches.json lives in `output`."""
-    return FileSystems.join(output, MANIFEST_NAME)
+    return FileSystems.join(output, LEDGER_NAME)
 
 
 def resolve(output: str, relative: str) -> str:
@@ -116,26 +157,26 @@ def resolve(output: str, relative: str) -> str:
     return FileSystems.join(output, relative)
 
 
-def load(output: str) -> Manifest:
-    """The manifest of `output`; an empty one if there is none."""
-    path = manifest_path(output)
+def load_ledger(output: str) -> BatchLedger:
+    """The ledger of `output`; an empty one if there is none."""
+    path = ledger_path(output)
     if not FileSystems.exists(path):
-        return Manifest()
+        return BatchLedger()
     with FileSystems.open(path) as handle:
         raw = handle.read()
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ConfigError(f"{path} is not valid JSON; it may have been edited by hand") from None
-    return Manifest.from_json(data, path)
+    return BatchLedger.from_json(data, path)
 
 
-def save(output: str, manifest: Manifest) -> None:
-    """Replace batches.json with `manifest` (temporary file, then rename)."""
-    path = manifest_path(output)
+def save_ledger(output: str, ledger: BatchLedger) -> None:
+    """Replace batches.json with `ledger` (temporary file, then rename)."""
+    path = ledger_path(output)
     temporary = path + ".tmp"
     with FileSystems.create(temporary, mime_type="application/json") as handle:
-        handle.write(json.dumps(manifest.to_json(), indent=1).encode("utf-8"))
+        handle.write(json.dumps(ledger.to_json(), indent=1).encode("utf-8"))
     FileSystems.rename([temporary], [path])
 
 
@@ -144,22 +185,22 @@ def check_output(output: str, *, overwrite: bool) -> None:
 
     A run over an open batch would send its images again and pay for them twice.
     """
-    manifest = load(output)
-    pending = manifest.open_runs()
+    ledger = load_ledger(output)
+    pending = ledger.open_runs()
     if pending:
         shards = sum(len(r.shards) for r in pending)
         raise ConfigError(
             f"--output {output} has a batch-mode run ({pending[0].run_id}, {shards} shard "
             f"files) that is not collected yet: run `beam-caption batch collect {output} --wait` "
             f"(or `beam-caption batch cancel {output}` first) before starting another run")
-    if overwrite and manifest.runs:
+    if overwrite and ledger.runs:
         delete_state(output)
 
 
 def delete_state(output: str) -> None:
     """Delete batches.json and every shard file under batch/ (for --overwrite)."""
     found = [m.path for r in FileSystems.match([FileSystems.join(output, BATCH_DIR, "**"),
-                                                manifest_path(output)])
+                                                ledger_path(output)])
              for m in r.metadata_list]
     if found:
         FileSystems.delete(found)

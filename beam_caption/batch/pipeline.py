@@ -15,6 +15,7 @@ deletes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -33,11 +34,10 @@ from apache_beam.transforms.window import GlobalWindows
 from beam_caption.api.request import build_request
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import ENDPOINT, BatchClient, open_client
-from beam_caption.batch.collect import rows_record
-from beam_caption.config import BatchConfig, CaptionConfig, EndpointConfig, RunConfig
+from beam_caption.config import BatchConfig, CaptionConfig, RunConfig
 from beam_caption.inputs.images import PreparedImage
 from beam_caption.pipeline.prepare import ERRORS
-from beam_caption.pipeline.rows import error_row, utc_now
+from beam_caption.pipeline.rows import error_row
 from beam_caption.pipeline.schema import ERRORS_SCHEMA
 
 _LOG = logging.getLogger(__name__)
@@ -228,40 +228,20 @@ class WriteBatchShards(beam.PTransform):
         return items | "WriteShards" >> beam.ParDo(self._fn).with_outputs(ERRORS, main="shards")
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """What the submission step records about the run (see batch_state.RunRecord)."""
-
-    output: str
-    run_id: str
-    endpoint: EndpointConfig
-    rows: dict[str, Any]
-    supersede: tuple[str, ...] = ()
-
-
-def endpoint_record(endpoint: EndpointConfig) -> dict[str, Any]:
-    """Where to reach the API and find the key (never the key itself)."""
-    return {"base_url": endpoint.base_url, "api_key_env": endpoint.api_key_env,
-            "api_key_file": endpoint.api_key_file, "api_key_secret": endpoint.api_key_secret}
-
-
-def record_run(spec: RunSpec, shards: list[ShardInfo]) -> tuple[bs.Manifest, bs.RunRecord]:
+def record_run(output: str, template: bs.RunRecord,
+               shards: list[ShardInfo]) -> tuple[bs.BatchLedger, bs.RunRecord]:
     """Add the run and its shards to batches.json (once: a retried step finds them there)."""
-    manifest = bs.load(spec.output)
-    run = manifest.run(spec.run_id)
+    ledger = bs.load_ledger(output)
+    run = ledger.run(template.run_id)
     if run is None:
         ordered = sorted(shards, key=lambda s: s.path)
-        run = bs.RunRecord(
-            run_id=spec.run_id, created_at=utc_now().isoformat(),
-            endpoint=endpoint_record(spec.endpoint), rows=spec.rows,
-            supersede=list(spec.supersede),
-            shards=[bs.ShardRecord(index=i, path=s.path, meta=s.meta, lines=s.lines,
-                                   images=s.images, bytes=s.bytes)
-                    for i, s in enumerate(ordered)])
-        manifest.runs.append(run)
-        bs.save(spec.output, manifest)
-        _delete_unreferenced(spec.output, run)
-    return manifest, run
+        run = dataclasses.replace(template, shards=[
+            bs.ShardRecord(index=i, path=s.path, meta=s.meta, lines=s.lines, images=s.images,
+                           bytes=s.bytes) for i, s in enumerate(ordered)])
+        ledger.runs.append(run)
+        bs.save_ledger(output, ledger)
+        _delete_unreferenced(output, run)
+    return ledger, run
 
 
 def _delete_unreferenced(output: str, run: bs.RunRecord) -> None:
@@ -273,7 +253,7 @@ def _delete_unreferenced(output: str, run: bs.RunRecord) -> None:
         FileSystems.delete(stray)
 
 
-def submit_pending(output: str, manifest: bs.Manifest, run: bs.RunRecord,
+def submit_pending(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
                    client: BatchClient) -> int:
     """Upload and submit every shard of `run` without a batch, saving after each step.
 
@@ -285,45 +265,46 @@ def submit_pending(output: str, manifest: bs.Manifest, run: bs.RunRecord,
             shard.file_id = client.upload(bs.resolve(output, shard.path), shard.bytes,
                                           f"{run.run_id}-{shard.index:05d}.jsonl")
             shard.uploaded_at, shard.status = int(time.time()), "uploaded"
-            bs.save(output, manifest)
+            bs.save_ledger(output, ledger)
         info = client.create_once(shard.file_id, {"beam_caption_run": run.run_id,
                                                   "beam_caption_shard": str(shard.index)},
                                   not_before=(shard.uploaded_at or 0) - 60)
         shard.batch_id, shard.status, shard.counts = info.id, info.status, info.counts
-        bs.save(output, manifest)
+        bs.save_ledger(output, ledger)
         created += 1
         _LOG.info("shard %d/%d (%d requests, %.1f MB) submitted as %s", shard.index + 1,
                   len(run.shards), shard.lines, shard.bytes / 1e6, info.id)
     if run.state == bs.SUBMITTING and not run.unsubmitted():
         run.state = bs.SUBMITTED
-        bs.save(output, manifest)
+        bs.save_ledger(output, ledger)
     return created
 
 
-def _submit_all(shards: list[ShardInfo], spec: RunSpec) -> str:
-    manifest, run = record_run(spec, shards)
+def _submit_all(shards: list[ShardInfo], output: str, template: bs.RunRecord) -> str:
+    ledger, run = record_run(output, template, shards)
     endpoint = run.endpoint
     client = open_client(endpoint["base_url"], endpoint["api_key_env"], endpoint["api_key_file"],
                          endpoint["api_key_secret"])
-    submit_pending(spec.output, manifest, run, client)
-    return spec.run_id
+    submit_pending(output, ledger, run, client)
+    return run.run_id
 
 
 class SubmitShards(beam.PTransform):
     """ShardInfo -> the run id, once: every shard recorded, uploaded and submitted in one step."""
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, output: str, template: bs.RunRecord) -> None:
         super().__init__()
-        self._spec = spec
+        self._output = output
+        self._template = template
 
     def expand(self, shards: beam.PCollection) -> beam.PCollection:
         """A global combine to one list (shard records are small), then one sequential Map."""
         return (shards
                 | "AllShards" >> beam.combiners.ToList()
-                | "Submit" >> beam.Map(_submit_all, self._spec))
+                | "Submit" >> beam.Map(_submit_all, self._output, self._template))
 
 
-def submit_batches(prepared: Any, config: RunConfig, run_info: dict[str, Any],
+def submit_batches(prepared: Any, config: RunConfig,
                    supersede: tuple[str, ...] = ()) -> beam.PCollection:
     """Batch mode's replacement for CaptionImages + WriteCaptions; returns the run id.
 
@@ -337,6 +318,5 @@ def submit_batches(prepared: Any, config: RunConfig, run_info: dict[str, Any],
     _ = errors | "WriteErrorsParquet" >> beam.io.WriteToParquet(
         FileSystems.join(config.output, f"errors-{run_id}"), ERRORS_SCHEMA, codec="zstd",
         file_name_suffix=".parquet")
-    spec = RunSpec(config.output, run_id, config.caption.endpoint,
-                   rows_record(config.caption, run_info), tuple(supersede))
-    return written.shards | "SubmitShards" >> SubmitShards(spec)
+    template = bs.RunRecord.for_run(config.caption, supersede)
+    return written.shards | "SubmitShards" >> SubmitShards(config.output, template)

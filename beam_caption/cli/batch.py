@@ -95,9 +95,9 @@ class Clients:
 def main(args: argparse.Namespace, extra: list[str]) -> int:
     """Dispatch the action; returns the exit code."""
     output = args.output.rstrip("/")
-    manifest = bs.load(output)
-    if not manifest.runs:
-        raise ConfigError(f"{output} has no {bs.MANIFEST_NAME}: start a batch with "
+    ledger = bs.load_ledger(output)
+    if not ledger.runs:
+        raise ConfigError(f"{output} has no {bs.LEDGER_NAME}: start a batch with "
                           f"`beam-caption run --mode batch --output {output} ...`")
     if args.poll_interval <= 0:
         raise ConfigError("--poll-interval must be positive")
@@ -105,31 +105,31 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
                        "api_key_file": args.api_key_file,
                        "api_key_secret": args.api_key_secret})
     if args.action == "status":
-        print_status(output, manifest, clients)
+        print_status(output, ledger, clients)
         return 0
     if args.action == "cancel":
-        return cancel(output, manifest, clients)
+        return cancel(output, ledger, clients)
     if args.action == "submit":
-        for run in manifest.open_runs():
-            created = submit_pending(output, manifest, run, clients.for_run(run))
+        for run in ledger.open_runs():
+            created = submit_pending(output, ledger, run, clients.for_run(run))
             print(f"run {run.run_id}: {created} batches submitted now, "
                   f"{sum(1 for s in run.shards if s.batch_id) - created} submitted before")
         if not args.wait:
             print(f"follow them: beam-caption batch status {output}")
             return 0
-    return wait_and_collect(output, manifest, clients, args.poll_interval, wait=args.wait)
+    return wait_and_collect(output, ledger, clients, args.poll_interval, wait=args.wait)
 
 
-def wait_and_collect(output: str, manifest: bs.Manifest, clients: Clients,
+def wait_and_collect(output: str, ledger: bs.BatchLedger, clients: Clients,
                      poll_interval_s: float, *, wait: bool = True,
                      sleep: Callable[[float], None] = time.sleep) -> int:
     """Optionally wait for every submitted batch to end, then collect what has ended."""
-    runs = manifest.open_runs()
+    runs = ledger.open_runs()
     if wait:
-        wait_for_batches(output, manifest, runs, clients, poll_interval_s, sleep=sleep)
+        wait_for_batches(output, ledger, runs, clients, poll_interval_s, sleep=sleep)
     waiting = 0
     for run in runs:
-        summary = collect_run(output, manifest, run, clients.for_run(run))
+        summary = collect_run(output, ledger, run, clients.for_run(run))
         if summary is not None:
             print_preview(output, summary)
             print(f"batch run {run.run_id}: ${summary['cost_usd'] or 0:.6f} at batch prices "
@@ -145,7 +145,7 @@ def wait_and_collect(output: str, manifest: bs.Manifest, clients: Clients,
     return 1 if waiting and wait else 0
 
 
-def wait_for_batches(output: str, manifest: bs.Manifest, runs: list[bs.RunRecord],
+def wait_for_batches(output: str, ledger: bs.BatchLedger, runs: list[bs.RunRecord],
                      clients: Clients, poll_interval_s: float, *,
                      sleep: Callable[[float], None] = time.sleep) -> None:
     """Poll every submitted, unfinished batch until all have ended; log progress per batch
@@ -166,7 +166,7 @@ def wait_for_batches(output: str, manifest: bs.Manifest, runs: list[bs.RunRecord
                               info.total or shard.lines, info.failed)
                 running += 0 if info.terminal else 1
         if changed:
-            bs.save(output, manifest)
+            bs.save_ledger(output, ledger)
         if not running:
             return
         delay = next_delay(delay, changed=changed, interval_s=poll_interval_s)
@@ -188,10 +188,10 @@ def next_delay(delay_s: float, *, changed: bool, interval_s: float) -> float:
 _ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-def print_status(output: str, manifest: bs.Manifest, clients: Clients) -> None:
+def print_status(output: str, ledger: bs.BatchLedger, clients: Clients) -> None:
     """One line per run and per shard: batch id, status, request counts (asks the API for open
     runs; batches.json is not changed)."""
-    for run in manifest.runs:
+    for run in ledger.runs:
         print(f"run {run.run_id} ({run.state}, {len(run.shards)} shard files, "
               f"{sum(s.lines for s in run.shards)} requests)")
         client = clients.for_run(run) if run.open else None
@@ -204,14 +204,14 @@ def print_status(output: str, manifest: bs.Manifest, clients: Clients) -> None:
                    f"{counts.get('failed', 0)} failed" if counts else f"{shard.lines} requests"
             print(f"  shard {shard.index + 1}: {shard.batch_id or 'not submitted'} {status}, "
                   f"{done}{', collected' if shard.collected else ''}")
-    if manifest.open_runs():
+    if ledger.open_runs():
         print(f"collect: beam-caption batch collect {output} --wait")
 
 
-def cancel(output: str, manifest: bs.Manifest, clients: Clients) -> int:
+def cancel(output: str, ledger: bs.BatchLedger, clients: Clients) -> int:
     """Cancel every running batch of the open runs; unsubmitted shards are never submitted."""
     cancelled = 0
-    for run in manifest.open_runs():
+    for run in ledger.open_runs():
         client = clients.for_run(run)
         for shard in run.shards:
             if shard.collected or shard.status in _ENDED:
@@ -220,7 +220,7 @@ def cancel(output: str, manifest: bs.Manifest, clients: Clients) -> int:
             if shard.batch_id is not None:
                 note_status(shard, client.cancel(shard.batch_id))
                 cancelled += 1
-            bs.save(output, manifest)
+            bs.save_ledger(output, ledger)
     print(f"{cancelled} batches cancelled; answers already made are kept and billed: write "
           f"their rows with `beam-caption batch collect {output} --wait`")
     return 0
@@ -236,7 +236,7 @@ def run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
             result.wait_until_finish()
     except BeamCaptionError as exc:  # the submission step's API error, re-raised by the runner
         raise RunAborted(f"submitting the batches failed: {exc}. What was submitted is in "
-                         f"{output}/{bs.MANIFEST_NAME}; fix the cause, then `beam-caption batch "
+                         f"{output}/{bs.LEDGER_NAME}; fix the cause, then `beam-caption batch "
                          f"submit {output}`") from None
     if not local:
         print(f"job started: it submits the batches once the request files are written; then "
@@ -247,4 +247,4 @@ def run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
         print(f"batches submitted; collect their rows later with `beam-caption batch collect "
               f"{output} --wait` (status: `beam-caption batch status {output}`)")
         return 0
-    return wait_and_collect(output, bs.load(output), Clients(), config.batch.poll_interval_s)
+    return wait_and_collect(output, bs.load_ledger(output), Clients(), config.batch.poll_interval_s)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 import tempfile
@@ -14,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_caption.auth.keys import require_api_key
@@ -35,7 +33,7 @@ from beam_caption.pipeline.outputs import (
     stop_message,
 )
 from beam_caption.pipeline.resume import AnswerSources
-from beam_caption.pipeline.sinks import SUMMARY_NAME
+from beam_caption.pipeline.summary import read_summary, update_summary
 from beam_caption.runner.local import EXIT_INTERRUPTED, run_local
 
 _LOG = logging.getLogger("beam_caption.run")
@@ -230,12 +228,7 @@ def _beam_counters(result: Any) -> dict[str, Any]:
 
 def _augment_summary(output: str, counters: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """Add wall time, throughput and engine counters to run-summary.json (local runs only)."""
-    path = FileSystems.join(output, SUMMARY_NAME)
-    with FileSystems.open(path) as handle:
-        summary = json.loads(handle.read().decode("utf-8"))
-    summary["wall_seconds"] = round(wall_s, 3)
-    summary["images_per_second"] = round(summary["images"] / wall_s, 3) if wall_s else None
-    summary["engine"] = {name: counters[name] for name in sorted(counters)}
-    with FileSystems.create(path, mime_type="application/json") as handle:
-        handle.write(json.dumps(summary, indent=2).encode("utf-8"))
-    return summary
+    images = (read_summary(output) or {}).get("images", 0)
+    return update_summary(output, wall_seconds=round(wall_s, 3),
+                          images_per_second=round(images / wall_s, 3) if wall_s else None,
+                          engine={name: counters[name] for name in sorted(counters)})

@@ -75,10 +75,9 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
     prepared = refs | "PrepareImages" >> PrepareImages(
         config.prepare, config.fetch, run_id=run_id,
         progress=config.caption.progress_settings)
-    run_info = config.caption.run_info()
     if config.batch.enabled:
         # Shard files + one submission step; rows and the summary come from `batch collect`.
-        return submit_batches(prepared, config, run_info, supersede=supersede)
+        return submit_batches(prepared, config, supersede=supersede)
     captioned = prepared.images | "CaptionImages" >> CaptionImages(config.caption,
                                                                    checkpoint=checkpoint)
     captions, errors = [captioned.captions], [prepared.errors, captioned.errors]

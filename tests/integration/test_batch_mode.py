@@ -32,7 +32,7 @@ def _batch(action: str, out: Path, *extra: str) -> int:
     return run_cli("batch", action, str(out), *extra)
 
 
-def _manifest(out: Path) -> dict[str, Any]:
+def _ledger(out: Path) -> dict[str, Any]:
     return json.loads((out / "batches.json").read_text())
 
 
@@ -69,7 +69,7 @@ def test_batch_run_end_to_end_at_half_price_split_by_count(tmp_path: Path) -> No
     assert [(Path(e["uri"]).name, e["code"]) for e in read_rows(out, "errors")] == [
         ("broken.jpg", "decode_error")]
     # 10 distinct requests in files of at most 4 lines; the copy shares its original's line.
-    shards = _manifest(out)["runs"][0]["shards"]
+    shards = _ledger(out)["runs"][0]["shards"]
     assert sorted(s["lines"] for s in shards) == [2, 4, 4]
     assert stats["batch_lines"] == {"ok": 10, "failed": 0}
     assert set(stats["successes_by_image"].values()) == {1}
@@ -99,7 +99,7 @@ def test_killed_launcher_resumes_with_collect_and_submits_nothing_new(tmp_path: 
         assert _run(sim, photos, out, "--mode", "batch", "--no-wait",
                     "--batch-max-bytes", str(max_bytes)) == 0
         # The launcher is gone; its batches are recorded, and still running.
-        run = _manifest(out)["runs"][0]
+        run = _ledger(out)["runs"][0]
         shard_files = [out / s["path"] for s in run["shards"]]
         sizes = [f.stat().st_size for f in shard_files]
         assert len(shard_files) >= 3 and all(size <= max_bytes for size in sizes)
@@ -126,7 +126,7 @@ def test_killed_launcher_resumes_with_collect_and_submits_nothing_new(tmp_path: 
     assert _names(read_rows(out, "captions")) == sorted(p.name for p in photos.iterdir())
     assert set(stats["successes_by_image"].values()) == {1}
     assert len(stats["successes_by_image"]) == 9
-    assert _manifest(out)["runs"][0]["state"] == "collected"
+    assert _ledger(out)["runs"][0]["state"] == "collected"
 
 
 def test_expired_lines_become_error_rows_that_a_realtime_resume_finishes(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_expired_lines_become_error_rows_that_a_realtime_resume_finishes(tmp_pat
         assert expired and {e["code"] for e in expired} == {"batch_expired"}
         assert len(read_rows(out, "captions")) + len(expired) == 12
         assert read_summary(out)["errors_by_code"] == {"batch_expired": len(expired)}
-        assert {s["status"] for s in _manifest(out)["runs"][0]["shards"]} == {"expired"}
+        assert {s["status"] for s in _ledger(out)["runs"][0]["shards"]} == {"expired"}
 
         assert _run(sim, photos, out, "--resume") == 0  # realtime
         stats = sim.stats()
@@ -157,7 +157,7 @@ def test_cancel_keeps_paid_answers_and_the_rest_become_error_rows(tmp_path: Path
     with running_simulator(batch_seconds=3.0) as sim:
         assert _run(sim, photos, out, "--mode", "batch", "--no-wait",
                     "--batch-max-lines", "3") == 0
-        first = _manifest(out)["runs"][0]["shards"][0]["batch_id"]
+        first = _ledger(out)["runs"][0]["shards"][0]["batch_id"]
         deadline = time.monotonic() + 5
         while get(sim.base_url, f"/batches/{first}").json()["request_counts"]["completed"] < 1:
             assert time.monotonic() < deadline
@@ -169,7 +169,7 @@ def test_cancel_keeps_paid_answers_and_the_rest_become_error_rows(tmp_path: Path
     assert _names(captions + errors) == sorted(p.name for p in photos.iterdir())
     assert captions and errors and {e["code"] for e in errors} == {"batch_cancelled"}
     assert len(captions) == stats["batch_lines"]["ok"], "a row for every answer paid for"
-    assert {s["status"] for s in _manifest(out)["runs"][0]["shards"]} == {"cancelled"}
+    assert {s["status"] for s in _ledger(out)["runs"][0]["shards"]} == {"cancelled"}
 
 
 def test_a_failed_submission_is_finished_by_batch_submit(tmp_path: Path, monkeypatch,
@@ -182,7 +182,7 @@ def test_a_failed_submission_is_finished_by_batch_submit(tmp_path: Path, monkeyp
         assert _run(sim, photos, out, "--mode", "batch", "--api-key-env", "BATCH_TEST_KEY") == 1
         err = capsys.readouterr().err
         assert "batch submit" in err and "sk-batch-test-key" not in err
-        run = _manifest(out)["runs"][0]
+        run = _ledger(out)["runs"][0]
         assert run["state"] == "submitting" and run["shards"][0]["batch_id"] is None
         monkeypatch.setenv("BATCH_TEST_KEY", "sk-batch-test-key")
         assert _batch("submit", out, "--wait", *POLL) == 0

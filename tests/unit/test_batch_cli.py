@@ -26,7 +26,7 @@ def test_polling_starts_fast_backs_off_and_is_capped() -> None:
 
 
 def _run(endpoint: dict[str, Any]) -> bs.RunRecord:
-    return bs.RunRecord(run_id="r", created_at="t", endpoint=endpoint, rows={})
+    return bs.RunRecord(run_id="r", created_at="t", endpoint=endpoint, info={})
 
 
 def test_clients_use_the_recorded_endpoint_unless_the_command_line_overrides_it() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from beam_caption.api.request import RequestSettings
 from beam_caption.batch import ledger as bs
-from beam_caption.batch.collect import caption_config, rows_record, shard_rows
+from beam_caption.batch.collect import shard_rows
 from beam_caption.config import CaptionConfig, EndpointConfig
 from beam_caption.cost.pricing import load_prices
 from beam_caption.pipeline.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
@@ -113,10 +114,22 @@ def test_structured_answers_fill_columns_or_become_schema_mismatch_rows() -> Non
 def test_the_run_record_rebuilds_the_same_row_settings_after_a_json_round_trip() -> None:
     config = CaptionConfig(request=CONFIG.request, endpoint=CONFIG.endpoint, price=PRICE,
                            run_id="run-9", structured=load_spec("ocr"))
-    record = json.loads(json.dumps(rows_record(config, {"run_id": "run-9"})))
-    run = bs.RunRecord(run_id="run-9", created_at="t", rows=record,
-                       endpoint={"base_url": "http://127.0.0.1:1/v1"})
-    rebuilt = caption_config(run)
+    record = json.loads(json.dumps(dataclasses.asdict(bs.RunRecord.for_run(config))))
+    run = bs.BatchLedger.from_json({"version": bs.VERSION, "runs": [record]}, "test").runs[0]
+    rebuilt = run.caption_config()
     assert (rebuilt.price, rebuilt.structured, rebuilt.run_id) == (PRICE, config.structured,
                                                                   "run-9")
     assert rebuilt.request.model == "gpt-4.1-nano"
+
+
+def test_a_version_1_ledger_is_read_with_its_rows_settings() -> None:
+    # batches.json as beam-caption 0.1 wrote it: model, prompt, price and schema under "rows".
+    old = {"version": 1, "runs": [{
+        "run_id": "run-1", "created_at": "t", "endpoint": {"base_url": "http://127.0.0.1:1/v1"},
+        "rows": {"model": "gpt-4.1-nano", "prompt": "Say it.", "structured": None,
+                 "price": dataclasses.asdict(PRICE),
+                 "run_info": {"run_id": "run-1", "max_side": 512}},
+        "supersede": [], "state": "submitted", "shards": []}]}
+    [run] = bs.BatchLedger.from_json(old, "old batches.json").runs
+    assert (run.info["model"], run.info["max_side"], run.caption_config().price) == (
+        "gpt-4.1-nano", 512, PRICE)
