@@ -27,7 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 from beam_caption.api.errors import ApiError
 from beam_caption.api.response import ChatResult, parse_response
 from beam_caption.batch import ledger as bs
-from beam_caption.batch.api import BatchClient, BatchInfo
+from beam_caption.batch.api import BatchClient
+from beam_caption.batch.wire import BatchInfo
 from beam_caption.config import CaptionConfig
 from beam_caption.engine.jobs import cost_usd
 from beam_caption.pipeline.rows import caption_row, error_row, error_stage

@@ -17,6 +17,7 @@ from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, open_client
 from beam_caption.batch.collect import collect_run, note_status
 from beam_caption.batch.pipeline import submit_pending
+from beam_caption.batch.wire import TERMINAL
 from beam_caption.config import RunConfig
 from beam_caption.errors import BeamCaptionError, ConfigError, RunAborted
 from beam_caption.pipeline.outputs import print_preview
@@ -156,7 +157,7 @@ def wait_for_batches(output: str, ledger: bs.BatchLedger, runs: list[bs.RunRecor
         for run in runs:
             client = clients.for_run(run)
             for shard in run.shards:
-                if shard.batch_id is None or shard.collected or shard.status in _ENDED:
+                if shard.batch_id is None or shard.collected or shard.status in TERMINAL:
                     continue
                 info = client.get(shard.batch_id)
                 if note_status(shard, info):
@@ -185,9 +186,6 @@ def next_delay(delay_s: float, *, changed: bool, interval_s: float) -> float:
     return max(first, min(delay_s * 2, cap))
 
 
-_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
-
-
 def print_status(output: str, ledger: bs.BatchLedger, clients: Clients) -> None:
     """One line per run and per shard: batch id, status, request counts (asks the API for open
     runs; batches.json is not changed)."""
@@ -197,7 +195,7 @@ def print_status(output: str, ledger: bs.BatchLedger, clients: Clients) -> None:
         client = clients.for_run(run) if run.open else None
         for shard in run.shards:
             status, counts = shard.status, shard.counts
-            if client is not None and shard.batch_id and status not in _ENDED:
+            if client is not None and shard.batch_id and status not in TERMINAL:
                 info = client.get(shard.batch_id)
                 status, counts = info.status, info.counts
             done = f"{counts.get('completed', 0)}/{counts.get('total') or shard.lines} done, " \
@@ -214,7 +212,7 @@ def cancel(output: str, ledger: bs.BatchLedger, clients: Clients) -> int:
     for run in ledger.open_runs():
         client = clients.for_run(run)
         for shard in run.shards:
-            if shard.collected or shard.status in _ENDED:
+            if shard.collected or shard.status in TERMINAL:
                 continue
             shard.cancel_requested = True
             if shard.batch_id is not None:

@@ -13,12 +13,11 @@ import pytest
 from aiohttp import web
 
 from beam_caption.api.errors import AuthError, ResponseError, ServerError, TransportError
-from beam_caption.batch.api import (
-    BatchClient,
+from beam_caption.batch.api import BatchClient, open_client
+from beam_caption.batch.wire import (
     check_answer,
     create_body,
     multipart_frame,
-    open_client,
     parse_batch,
     parse_jsonl,
 )
