@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import logging
 
-from beam_caption.simulator.runner import start_server
+from beam_caption.simulator.runner import SimulatorHandle, serve_until_stopped
 from beam_caption.simulator.settings import SimulatorConfig, is_loopback_host
 
 DESCRIPTION = """Run a local OpenAI-compatible server (chat completions with images, Files and
@@ -102,24 +104,19 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
                            prices_path=args.prices, **values)
 
 
-async def _serve(config: SimulatorConfig) -> None:
-    runner, port = await start_server(config)
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"beam-caption simulator listening on http://{host}:{port}/v1 "
+def _announce(config: SimulatorConfig, port: int) -> None:
+    """Print the base URL to point clients at; warn when other machines can reach it."""
+    print(f"beam-caption simulator listening on {SimulatorHandle(config.host, port).base_url} "
           "(captions are synthetic; Ctrl-C stops)", flush=True)
     if not is_loopback_host(config.host):
         log.warning("listening on %s: other machines can reach this simulator", config.host)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
-    """Run until Ctrl-C; exit 0 after a clean stop."""
+    """Run until Ctrl-C (or SIGTERM); exit 0 after a clean stop."""
     config = config_from_args(args)
-    try:
-        asyncio.run(_serve(config))
-    except KeyboardInterrupt:
-        print("simulator stopped", flush=True)
+    # SIGINT and SIGTERM end the serving loop; a Ctrl-C before it started interrupts instead.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_until_stopped(config, functools.partial(_announce, config)))
+    print("simulator stopped", flush=True)
     return 0

@@ -6,9 +6,12 @@ each image), bearer auth, rate limits with retry hints, seeded fault injection, 
 ledger of everything billed (GET /_sim/stats). Captions are synthetic: they describe brightness,
 orientation, colours and size, not the picture's content.
 
-Modules: config (options), app (routes, middleware), chat (realtime endpoint), completion
-(one computed answer), validation, images, captions, structured (response_format), usage,
-ratelimit, state, ledger, files, batch, batch_lines, wire (JSON), runner (start/stop), cli.
+Modules: settings (SimulatorConfig), app (routes, middleware), chat (realtime endpoint),
+completion (one computed answer), validation (request -> ChatRequest), image_parts (decode and
+analyse images), captions, json_answers (response_format), usage, ratelimit, state, ledger,
+apierror (SimError, the error answers), stores (objects by id), files, batch, batch_lines, wire
+(JSON), runner (start, stop, serve), __main__ (the child process of running_simulator_process).
+The `beam-caption simulate` command is beam_caption/cli/simulate.py.
 """
 
 from beam_caption.simulator.runner import (

@@ -12,34 +12,14 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
-import threading
 
-from beam_caption.simulator.runner import READY_PREFIX, start_server
+from beam_caption.simulator.runner import READY_PREFIX, serve_until_stopped
 from beam_caption.simulator.settings import SimulatorConfig
 
 
-async def _serve(config: SimulatorConfig, watch_stdin: bool) -> None:
-    runner, port = await start_server(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if watch_stdin:
-        def wait_for_eof() -> None:
-            # Raw reads (no buffered-reader lock to trip over at interpreter exit); b"" is EOF,
-            # which comes when the parent closes the pipe or dies.
-            while os.read(0, 4096):
-                pass
-            loop.call_soon_threadsafe(stop.set)
-
-        threading.Thread(target=wait_for_eof, daemon=True).start()
+def _announce(port: int) -> None:
     print(f"{READY_PREFIX}{port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     config = SimulatorConfig.from_dict(json.loads(args.config_json))
-    asyncio.run(_serve(config, args.exit_on_stdin_eof))
+    asyncio.run(serve_until_stopped(config, _announce, stop_on_stdin_eof=args.exit_on_stdin_eof))
     return 0
 
 

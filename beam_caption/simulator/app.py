@@ -1,6 +1,6 @@
 """The aiohttp application: routes, the middleware every request passes, and /_sim/ control.
 
-The middleware checks the bearer key on /v1/*, turns ApiError (and aiohttp's own 404/405/413) into
+The middleware checks the bearer key on /v1/*, turns SimError (and aiohttp's own 404/405/413) into
 the OpenAI error shape, stamps x-request-id and the six x-ratelimit-* headers on every response,
 and counts and logs each request. /_sim/stats, /_sim/reset and /_sim/config are the test
 harness's side door: no key needed, but only loopback clients may use it.
@@ -18,7 +18,7 @@ from aiohttp import web
 
 from beam_caption.errors import ConfigError
 from beam_caption.simulator import batch, files
-from beam_caption.simulator.apierror import ApiError, bad_request, unauthorized
+from beam_caption.simulator.apierror import SimError, bad_request, unauthorized
 from beam_caption.simulator.chat import RECORD, RequestRecord, chat_completions
 from beam_caption.simulator.settings import SimulatorConfig, is_loopback_host
 from beam_caption.simulator.state import STATE, SimState
@@ -35,7 +35,7 @@ def _check_auth(request: web.Request, key: str | None) -> None:
         return
     header = request.headers.get("Authorization", "")
     if not header:
-        raise ApiError(401, "You didn't provide an API key. You need to provide your API key in "
+        raise SimError(401, "You didn't provide an API key. You need to provide your API key in "
                        "an Authorization header using Bearer auth (i.e. Authorization: Bearer "
                        "YOUR_KEY).", outcome="unauthorized")
     scheme, _, sent = header.partition(" ")
@@ -46,14 +46,14 @@ def _check_auth(request: web.Request, key: str | None) -> None:
                            "https://platform.openai.com/account/api-keys.")
 
 
-def _from_http(request: web.Request, exc: web.HTTPException) -> ApiError:
+def _from_http(request: web.Request, exc: web.HTTPException) -> SimError:
     if exc.status == 413:
-        return ApiError(413, "Request too large: the simulator accepts request bodies up to "
+        return SimError(413, "Request too large: the simulator accepts request bodies up to "
                         f"{MAX_REQUEST_BYTES} bytes.", code="request_too_large")
     if exc.status in (404, 405):
-        return ApiError(404, f"Invalid URL ({request.method} {request.path})",
+        return SimError(404, f"Invalid URL ({request.method} {request.path})",
                         outcome="not_found")
-    return ApiError(exc.status, exc.reason or "Request failed.", outcome="bad_request")
+    return SimError(exc.status, exc.reason or "Request failed.", outcome="bad_request")
 
 
 @web.middleware
@@ -67,15 +67,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             _check_auth(request, state.config.api_key)
         elif request.path.startswith("/_sim/") and not is_loopback_host(request.remote or ""):
             # The control door needs no key, so it only opens to this machine.
-            raise ApiError(403, "/_sim/ is reachable from loopback only.", code="forbidden")
+            raise SimError(403, "/_sim/ is reachable from loopback only.", code="forbidden")
         response = await handler(request)
-    except ApiError as exc:
-        record.outcome = exc.outcome
-        response = json_response(exc.body(), exc.status, exc.headers)
-    except web.HTTPException as exc:
-        api = _from_http(request, exc)
-        record.outcome = api.outcome
-        response = json_response(api.body(), api.status)
+    except (SimError, web.HTTPException) as exc:
+        error = exc if isinstance(exc, SimError) else _from_http(request, exc)
+        record.outcome = error.outcome
+        response = json_response(error.body(), error.status, error.headers)
     except asyncio.CancelledError:
         # The client hung up before the answer (e.g. its timeout fired): nothing is billed.
         if record.outcome == "ok":
@@ -158,7 +155,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
 
 
 async def _cleanup(app: web.Application) -> None:
-    for job in app[batch.BATCHES].jobs.values():
+    for job in app[batch.BATCHES].values():
         if job.task is not None:
             job.task.cancel()
     await app[STATE].close()

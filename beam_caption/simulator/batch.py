@@ -14,18 +14,17 @@ billed at the price table's batch discount. Faults, latency and rate limits do n
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from beam_caption.simulator.apierror import ApiError, bad_request, invalid_value, missing
-from beam_caption.simulator.apierror import not_found as _not_found
+from beam_caption.simulator.apierror import SimError, bad_request, invalid_value, missing
 from beam_caption.simulator.batch_lines import LineResult, expired_line, run_line, split_lines
 from beam_caption.simulator.files import FILES
 from beam_caption.simulator.state import STATE
+from beam_caption.simulator.stores import IdStore
 from beam_caption.simulator.wire import dumps, json_response, read_json
 
 ENDPOINTS = ("/v1/chat/completions",)
@@ -75,23 +74,11 @@ class BatchJob:
         return body
 
 
-class BatchStore:
-    """Batches by id, newest last."""
+class BatchStore(IdStore[BatchJob]):
+    """Batches by id, oldest first."""
 
     def __init__(self) -> None:
-        self.jobs: dict[str, BatchJob] = {}
-        self._ids = itertools.count(1)
-
-    def new_id(self) -> str:
-        """A fresh batch id."""
-        return f"batch_sim{next(self._ids):08d}"
-
-    def get(self, batch_id: str) -> BatchJob:
-        """The batch, or 404."""
-        try:
-            return self.jobs[batch_id]
-        except KeyError:
-            raise _not_found(f"No such Batch object: {batch_id}", param="batch_id") from None
+        super().__init__("batch_sim", "Batch", "batch_id")
 
 
 BATCHES = web.AppKey("sim_batches", BatchStore)
@@ -118,7 +105,7 @@ async def create(request: web.Request) -> web.Response:
                           "purpose 'batch'.", "input_file_id", "invalid_value")
     store = request.app[BATCHES]
     job = BatchJob(store.new_id(), source.id, body["endpoint"], "24h", metadata, time.time())
-    store.jobs[job.id] = job
+    store.put(job.id, job)
     job.task = asyncio.get_running_loop().create_task(_run(request.app, job, source.data))
     return json_response(job.object(time.time()))
 
@@ -137,7 +124,7 @@ async def list_batches(request: web.Request) -> web.Response:
         raise bad_request("Invalid 'limit': expected an integer.", "limit") from None
     if not 1 <= limit <= 100:
         raise bad_request("Invalid 'limit': expected a value between 1 and 100.", "limit")
-    jobs = list(reversed(request.app[BATCHES].jobs.values()))
+    jobs = request.app[BATCHES].values()[::-1]
     after = request.query.get("after")
     if after:
         ids = [j.id for j in jobs]
@@ -154,7 +141,7 @@ async def cancel(request: web.Request) -> web.Response:
     """POST /v1/batches/{id}/cancel: lines done so far are kept; the rest are not run."""
     job = request.app[BATCHES].get(request.match_info["batch_id"])
     if job.status not in ("validating", "in_progress", "finalizing"):
-        raise ApiError(409, f"Cannot cancel a batch with status '{job.status}'.",
+        raise SimError(409, f"Cannot cancel a batch with status '{job.status}'.",
                        code="batch_not_cancellable", outcome="bad_request")
     if job.task is not None:
         job.task.cancel()

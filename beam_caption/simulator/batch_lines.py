@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from beam_caption.simulator.apierror import ApiError
-from beam_caption.simulator.completion import compute
+from beam_caption.simulator.apierror import SimError
+from beam_caption.simulator.completion import Completion, compute
 from beam_caption.simulator.state import SimState
 from beam_caption.simulator.wire import loads
 
@@ -99,31 +99,37 @@ def _parse_line(number: int, text: str, endpoint: str) -> BatchLine:
 
 async def run_line(state: SimState, line: BatchLine) -> LineResult:
     """Compute one line's result (successes and API errors alike; nothing is billed here)."""
-    line_id = f"batch_req_{uuid.uuid4().hex[:24]}"
     if line.malformed is not None or line.body is None:
-        return LineResult(False, {"id": line_id, "custom_id": line.custom_id, "response": None,
-                                  "error": {"code": "invalid_request",
-                                            "message": f"Line {line.number}: {line.malformed}"}})
-    request_id = f"req_{uuid.uuid4().hex}"
+        return _error_line(line, "invalid_request", f"Line {line.number}: {line.malformed}")
     try:
         done = await compute(state, line.body)
-    except ApiError as exc:
-        return LineResult(False, {"id": line_id, "custom_id": line.custom_id,
-                                  "response": {"status_code": exc.status,
-                                               "request_id": request_id, "body": exc.body()},
-                                  "error": None})
-    body = done.body()
-    return LineResult(True, {"id": line_id, "custom_id": line.custom_id,
-                             "response": {"status_code": 200, "request_id": request_id,
-                                          "body": body},
-                             "error": None},
-                      done.request.model, body["usage"], done.image_hashes)
+    except SimError as exc:
+        return _response_line(line, exc.status, exc.body())
+    return _response_line(line, 200, done.body(), done)
 
 
 def expired_line(line: BatchLine) -> LineResult:
     """The error-file line of a request the completion window closed on before it ran."""
-    return LineResult(False, {"id": f"batch_req_{uuid.uuid4().hex[:24]}",
-                              "custom_id": line.custom_id, "response": None,
-                              "error": {"code": "batch_expired",
-                                        "message": "This request could not be executed before "
-                                                   "the completion window expired."}})
+    return _error_line(line, "batch_expired", "This request could not be executed before the "
+                                              "completion window expired.")
+
+
+def _line_id() -> str:
+    return f"batch_req_{uuid.uuid4().hex[:24]}"
+
+
+def _error_line(line: BatchLine, code: str, message: str) -> LineResult:
+    """A line that got no response: "error" says why (the error file)."""
+    return LineResult(False, {"id": _line_id(), "custom_id": line.custom_id, "response": None,
+                              "error": {"code": code, "message": message}})
+
+
+def _response_line(line: BatchLine, status: int, body: dict[str, Any],
+                   done: Completion | None = None) -> LineResult:
+    """A line that got a response: `done`'s answer (billable), or an API error's body."""
+    response = {"status_code": status, "request_id": f"req_{uuid.uuid4().hex}", "body": body}
+    result = {"id": _line_id(), "custom_id": line.custom_id, "response": response,
+              "error": None}
+    if done is None:
+        return LineResult(False, result)
+    return LineResult(True, result, done.request.model, body["usage"], done.image_hashes)

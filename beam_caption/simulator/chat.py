@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from beam_caption.simulator.apierror import ApiError
+from beam_caption.simulator.apierror import SimError
 from beam_caption.simulator.completion import Completion, compute
 from beam_caption.simulator.ratelimit import rate_limited
 from beam_caption.simulator.state import STATE, SimState
@@ -89,7 +89,7 @@ def _raise_error_fault(state: SimState, fault: str | None, model: str) -> None:
                            "requests per min (RPM): simulated overload.")
     if fault in _ERROR_FAULTS:
         outcome, status, kind, code, message = _ERROR_FAULTS[fault]
-        raise ApiError(status, message, type=kind, code=code, outcome=outcome)
+        raise SimError(status, message, type=kind, code=code, outcome=outcome)
 
 
 async def _generate(state: SimState, done: Completion) -> None:

@@ -21,7 +21,7 @@ from beam_caption.simulator.json_answers import answer_text
 from beam_caption.simulator.settings import is_loopback_host
 from beam_caption.simulator.state import SimState
 from beam_caption.simulator.usage import Answer, cut_answer, prompt_tokens, usage_body
-from beam_caption.simulator.validation import ChatRequest, ImageRef, parse_chat_request
+from beam_caption.simulator.validation import ChatRequest, ImagePart, parse_chat_request
 
 SYSTEM_FINGERPRINT = "fp_beamcaption_sim"
 
@@ -72,42 +72,42 @@ class Completion:
 
 
 async def compute(state: SimState, body: Any) -> Completion:
-    """Validate `body` and compute its completion; raises ApiError as the API would answer."""
+    """Validate `body` and compute its completion; raises SimError as the API would answer."""
     model = body.get("model") if isinstance(body, dict) else None
     reasoning = state.is_reasoning(model) if isinstance(model, str) else False
     request = parse_chat_request(body, state.models, reasoning)
-    facts = [await load_image(state, ref) for ref in request.images]
+    facts = [await load_image(state, part) for part in request.images]
     price = state.prices.get(request.model)
     rule = price.image_tokens if price and price.image_tokens else None
-    prompt = prompt_tokens(rule, request.texts, request.n_messages,
-                           [(f, ref.detail) for f, ref in zip(facts, request.images, strict=True)])
+    sized = [(f, part.detail) for f, part in zip(facts, request.images, strict=True)]
+    prompt = prompt_tokens(rule, request.texts, request.n_messages, sized)
     answer = cut_answer(answer_text(request.response_format, facts),
                         request.max_completion_tokens)
     return Completion(request, tuple(facts), answer, prompt)
 
 
-async def load_image(state: SimState, ref: ImageRef) -> ImageFacts:
+async def load_image(state: SimState, part: ImagePart) -> ImageFacts:
     """Decode a data URL, or fetch a loopback http(s) URL, and analyse the image."""
-    if ref.url.startswith("data:"):
-        return analyse(decode_data_url(ref.url, ref.param), ref.param)
-    parts = urlsplit(ref.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if part.url.startswith("data:"):
+        return analyse(decode_data_url(part.url, part.param), part.param)
+    split = urlsplit(part.url)
+    if split.scheme not in ("http", "https") or not split.hostname:
         raise bad_request("Invalid image URL: expected a data URL or an http(s) URL.",
-                          ref.param, "invalid_image_url")
-    if not is_loopback_host(parts.hostname):
-        raise bad_request(f"Error while downloading {ref.url}: the simulator fetches image URLs "
+                          part.param, "invalid_image_url")
+    if not is_loopback_host(split.hostname):
+        raise bad_request(f"Error while downloading {part.url}: the simulator fetches image URLs "
                           "from loopback addresses only; send the image as a base64 data URL.",
-                          ref.param, "invalid_image_url")
-    data = await _fetch(state, ref)
-    return analyse(data, ref.param)
+                          part.param, "invalid_image_url")
+    data = await _fetch(state, part)
+    return analyse(data, part.param)
 
 
-async def _fetch(state: SimState, ref: ImageRef) -> bytes:
+async def _fetch(state: SimState, part: ImagePart) -> bytes:
     session = await state.http_session()
-    failure = bad_request(f"Error while downloading {ref.url}.", ref.param, "invalid_image_url")
+    failure = bad_request(f"Error while downloading {part.url}.", part.param, "invalid_image_url")
     try:
         # No redirects: a loopback server must not be able to send us elsewhere.
-        async with session.get(ref.url, allow_redirects=False) as resp:
+        async with session.get(part.url, allow_redirects=False) as resp:
             if resp.status != 200:
                 raise failure
             data = await resp.content.read(MAX_IMAGE_BYTES + 1)

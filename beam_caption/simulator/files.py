@@ -6,15 +6,15 @@ they are held in memory in full.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from beam_caption.simulator.apierror import bad_request, invalid_value, missing, not_found
+from beam_caption.simulator.apierror import bad_request, invalid_value, missing
 from beam_caption.simulator.state import STATE
+from beam_caption.simulator.stores import IdStore
 from beam_caption.simulator.wire import json_response
 
 _CHUNK = 1 << 16
@@ -37,26 +37,16 @@ class StoredFile:
                 "purpose": self.purpose, "status": "processed"}
 
 
-class FileStore:
+class FileStore(IdStore[StoredFile]):
     """Files by id."""
 
     def __init__(self) -> None:
-        self._files: dict[str, StoredFile] = {}
-        self._ids = itertools.count(1)
+        super().__init__("file-sim", "File", "id")
 
     def add(self, filename: str, purpose: str, data: bytes) -> StoredFile:
         """Store `data` and return its record."""
-        file = StoredFile(f"file-sim{next(self._ids):08d}", filename, purpose, data,
-                          int(time.time()))
-        self._files[file.id] = file
-        return file
-
-    def get(self, file_id: str) -> StoredFile:
-        """The file, or 404 as the API answers."""
-        try:
-            return self._files[file_id]
-        except KeyError:
-            raise not_found(f"No such File object: {file_id}", param="id") from None
+        file_id = self.new_id()
+        return self.put(file_id, StoredFile(file_id, filename, purpose, data, int(time.time())))
 
 
 FILES = web.AppKey("sim_files", FileStore)

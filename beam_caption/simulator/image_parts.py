@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from beam_caption.simulator.apierror import ApiError, bad_request
+from beam_caption.simulator.apierror import SimError, bad_request
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 ACCEPTED_MIME = ("image/png", "image/jpeg", "image/jpg", "image/webp", "image/gif")
@@ -50,8 +50,7 @@ def decode_data_url(url: str, param: str) -> bytes:
     if mime not in ACCEPTED_MIME:
         raise _unsupported(param)
     if len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise bad_request("Image is too large: the limit is 20 MB per image.", param,
-                          "image_too_large")
+        raise _too_large(param)
     try:
         # strict_mode: no whitespace, no missing padding, no stray characters (the API is strict).
         return binascii.a2b_base64(payload, strict_mode=True)
@@ -63,8 +62,7 @@ def decode_data_url(url: str, param: str) -> bytes:
 def analyse(data: bytes, param: str) -> ImageFacts:
     """Decode `data` with Pillow and extract its facts; 400 invalid_image_format if unusable."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise bad_request("Image is too large: the limit is 20 MB per image.", param,
-                          "image_too_large")
+        raise _too_large(param)
     digest = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():
@@ -75,7 +73,7 @@ def analyse(data: bytes, param: str) -> ImageFacts:
                     raise _unsupported(param)
                 width, height = im.size
                 thumb = _thumbnail(im)
-    except ApiError:
+    except SimError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
             Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -139,7 +137,12 @@ def colour_name(r: int, g: int, b: int) -> str:
     return "red"
 
 
-def _unsupported(param: str) -> ApiError:
+def _unsupported(param: str) -> SimError:
     return bad_request("You uploaded an unsupported image. Please make sure your image is "
                        "valid and has one of the following formats: ['png', 'jpeg', 'gif', "
                        "'webp'].", param, "invalid_image_format")
+
+
+def _too_large(param: str) -> SimError:
+    return bad_request("Image is too large: the limit is 20 MB per image.", param,
+                       "image_too_large")

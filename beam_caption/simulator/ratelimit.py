@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from beam_caption.simulator.apierror import ApiError
+from beam_caption.simulator.apierror import SimError
 
 # Reported as the limit when a budget is off, so clients that read the headers see plenty.
 UNLIMITED = 1_000_000_000
@@ -107,7 +107,7 @@ class RateLimiter:
             if wait == 0:
                 continue
             if math.isinf(wait):
-                raise ApiError(429, f"Request too large for {model} in organization org-sim on "
+                raise SimError(429, f"Request too large for {model} in organization org-sim on "
                                f"{kind} per min ({unit}): Limit {win.limit}, Requested {amount}. "
                                "The input or output tokens must be reduced in order to run "
                                "successfully.", type=kind, code="rate_limit_exceeded",
@@ -128,9 +128,9 @@ class RateLimiter:
         return out
 
 
-def rate_limited(wait: float, prefix: str, kind: str = "requests") -> ApiError:
+def rate_limited(wait: float, prefix: str, kind: str = "requests") -> SimError:
     """A retryable 429 that says when to retry, in the message and in both retry headers."""
-    return ApiError(429, f"{prefix} Please try again in {go_duration(wait)}. Visit "
+    return SimError(429, f"{prefix} Please try again in {go_duration(wait)}. Visit "
                     "https://platform.openai.com/account/rate-limits to learn more.",
                     type=kind, code="rate_limit_exceeded", outcome="rate_limited",
                     headers={"retry-after-ms": str(max(1, math.ceil(wait * 1000))),

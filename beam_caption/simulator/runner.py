@@ -6,18 +6,23 @@
         assert sim.stats()["requests"]["by_outcome"]["ok"] == 3
 
 running_simulator_process() runs the same server in a child process, so a benchmark's client
-does not share the GIL with the server; it yields the same handle type.
+does not share the GIL with the server; it yields the same handle type. serve_until_stopped() is
+the foreground loop of that child (python -m beam_caption.simulator) and of `beam-caption
+simulate`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +92,36 @@ async def start_server(config: SimulatorConfig) -> tuple[web.AppRunner, int]:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") \
             from None
     return runner, int(runner.addresses[0][1])
+
+
+async def serve_until_stopped(config: SimulatorConfig, announce: Callable[[int], object], *,
+                              stop_on_stdin_eof: bool = False) -> None:
+    """Serve `config` in the foreground until SIGTERM or SIGINT, then stop cleanly.
+
+    `announce(port)` runs once the server listens (and the signals are handled). With
+    `stop_on_stdin_eof` the server also stops when its stdin closes, so a parent process that
+    dies leaves no orphan server. Call from the main thread (signal handlers live there).
+    """
+    runner, port = await start_server(config)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if stop_on_stdin_eof:
+            threading.Thread(target=_wait_for_stdin_eof, args=(loop, stop), daemon=True).start()
+        announce(port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _wait_for_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    # Raw reads (no buffered-reader lock to trip over at interpreter exit); b"" is EOF, which
+    # comes when the parent closes the pipe or dies.
+    while os.read(0, 4096):
+        pass
+    loop.call_soon_threadsafe(stop.set)
 
 
 def _config(config: SimulatorConfig | None, overrides: dict[str, Any]) -> SimulatorConfig:

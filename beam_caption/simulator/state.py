@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from beam_caption.cost.pricing import ModelPrice, load_prices
-from beam_caption.simulator.apierror import ApiError
+from beam_caption.simulator.apierror import SimError
 from beam_caption.simulator.ledger import Ledger, RequestLog
 from beam_caption.simulator.ratelimit import RateLimiter
 from beam_caption.simulator.settings import RUNTIME_FIELDS, SimulatorConfig
@@ -50,7 +50,7 @@ class SimState:
         """Apply runtime changes (POST /_sim/config); 400 for fields fixed at start."""
         fixed = sorted(set(changes) - RUNTIME_FIELDS)
         if fixed:
-            raise ApiError(400, f"cannot change at runtime: {', '.join(fixed)}",
+            raise SimError(400, f"cannot change at runtime: {', '.join(fixed)}",
                            param=fixed[0], code="invalid_value")
         self.config = self.config.replace(**changes)
         cfg = self.config

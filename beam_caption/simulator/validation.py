@@ -3,8 +3,8 @@
 Rejects, with the real API's 400 wording and codes, what the real API rejects and a pipeline
 could get wrong: unknown parameters and content part types, image_url without url, detail outside
 auto/low/high, max_tokens for reasoning models, sampling parameters reasoning models do not take,
-and malformed structured-output formats. Image payloads are decoded later (images.py), because a
-URL may need fetching.
+and malformed structured-output formats. Image payloads are decoded later (image_parts.py),
+because a URL may need fetching.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ _REASONING_NAME = re.compile(r"^(gpt-5|o\d)")
 
 
 @dataclass(frozen=True)
-class ImageRef:
-    """One image_url content part: its URL (data: or http[s]:), detail and JSON path."""
+class ImagePart:
+    """One image_url content part of a request: its URL (data: or http[s]:), detail, JSON path."""
 
     url: str
     detail: str
@@ -54,7 +54,7 @@ class ChatRequest:
     model: str
     texts: tuple[str, ...]
     n_messages: int
-    images: tuple[ImageRef, ...]
+    images: tuple[ImagePart, ...]
     max_completion_tokens: int | None
     n: int
     response_format: ResponseFormat
@@ -98,26 +98,17 @@ def parse_chat_request(body: Any, models: frozenset[str], reasoning: bool) -> Ch
     return ChatRequest(model, tuple(texts), n_messages, tuple(images), limit, n, fmt)
 
 
-def _parse_messages(messages: Any) -> tuple[list[str], list[ImageRef], int]:
+def _parse_messages(messages: Any) -> tuple[list[str], list[ImagePart], int]:
     if messages is None:
         raise missing("messages")
     if not isinstance(messages, list):
         raise invalid_type("messages", "an array", messages)
-    if not messages:
-        raise bad_request("Invalid 'messages': empty array. Expected an array with minimum "
-                          "length 1, but got an empty array instead.", "messages",
-                          "empty_array")
+    _check_not_empty(messages, "messages")
     texts: list[str] = []
-    images: list[ImageRef] = []
+    images: list[ImagePart] = []
     for i, message in enumerate(messages):
         param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise invalid_type(param, "an object", message)
-        role = message.get("role")
-        if role is None:
-            raise missing(f"{param}.role")
-        if role not in ROLES:
-            raise invalid_value(f"{param}.role", role, ROLES)
+        role = _kind(message, param, "role", ROLES)
         content = message.get("content")
         if content is None and role in ("system", "developer", "user", "tool"):
             raise missing(f"{param}.content")
@@ -131,27 +122,15 @@ def _parse_messages(messages: Any) -> tuple[list[str], list[ImageRef], int]:
 
 
 def _parse_parts(parts: list[Any], role: str, param: str, texts: list[str],
-                 images: list[ImageRef]) -> None:
-    if not parts:
-        raise bad_request(f"Invalid '{param}': empty array. Expected an array with minimum "
-                          "length 1, but got an empty array instead.", param, "empty_array")
+                 images: list[ImagePart]) -> None:
+    _check_not_empty(parts, param)
     allowed = USER_PARTS if role == "user" else ("text", "refusal") if role == "assistant" \
         else ("text",)
     for j, part in enumerate(parts):
         where = f"{param}[{j}]"
-        if not isinstance(part, dict):
-            raise invalid_type(where, "an object", part)
-        kind = part.get("type")
-        if kind is None:
-            raise missing(f"{where}.type")
-        if kind not in allowed:
-            raise invalid_value(f"{where}.type", kind, allowed)
+        kind = _kind(part, where, "type", allowed)
         if kind in ("text", "refusal"):
-            text = part.get(kind)
-            if not isinstance(text, str):
-                raise missing(f"{where}.{kind}") if text is None \
-                    else invalid_type(f"{where}.{kind}", "a string", text)
-            texts.append(text)
+            texts.append(_required(part, where, kind, str, "a string"))
         elif kind == "image_url":
             images.append(_parse_image_part(part, where))
         else:
@@ -160,21 +139,41 @@ def _parse_parts(parts: list[Any], role: str, param: str, texts: list[str],
                               f"{where}.type", "unsupported_value")
 
 
-def _parse_image_part(part: dict[str, Any], where: str) -> ImageRef:
-    image = part.get("image_url")
-    if image is None:
-        raise missing(f"{where}.image_url")
-    if not isinstance(image, dict):
-        raise invalid_type(f"{where}.image_url", "an object", image)
-    url = image.get("url")
-    if url is None:
-        raise missing(f"{where}.image_url.url")
-    if not isinstance(url, str):
-        raise invalid_type(f"{where}.image_url.url", "a string", url)
+def _parse_image_part(part: dict[str, Any], where: str) -> ImagePart:
+    image = _required(part, where, "image_url", dict, "an object")
+    url = _required(image, f"{where}.image_url", "url", str, "a string")
     detail = image.get("detail", "auto")
     if detail not in DETAILS:
         raise invalid_value(f"{where}.image_url.detail", detail, DETAILS)
-    return ImageRef(url, detail, f"{where}.image_url.url")
+    return ImagePart(url, detail, f"{where}.image_url.url")
+
+
+def _check_not_empty(items: list[Any], param: str) -> None:
+    if not items:
+        raise bad_request(f"Invalid '{param}': empty array. Expected an array with minimum "
+                          "length 1, but got an empty array instead.", param, "empty_array")
+
+
+def _kind(item: Any, where: str, key: str, allowed: tuple[str, ...]) -> str:
+    """The `key` of the object `item` (a message's role, a part's type), one of `allowed`."""
+    if not isinstance(item, dict):
+        raise invalid_type(where, "an object", item)
+    value = item.get(key)
+    if value is None:
+        raise missing(f"{where}.{key}")
+    if value not in allowed:
+        raise invalid_value(f"{where}.{key}", value, allowed)
+    return value
+
+
+def _required(item: dict[str, Any], where: str, key: str, kind: type, expected: str) -> Any:
+    """`item[key]`, present and of type `kind` (`expected` words it for the 400)."""
+    value = item.get(key)
+    if value is None:
+        raise missing(f"{where}.{key}")
+    if not isinstance(value, kind):
+        raise invalid_type(f"{where}.{key}", expected, value)
+    return value
 
 
 def _max_tokens(body: dict[str, Any], reasoning: bool) -> int | None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from beam_caption.cost.pricing import load_prices
 from beam_caption.simulator import SimulatorHandle, running_simulator
 from tests.integration.simclient import chat, chat_body, get, image_bytes, post_json, upload
 
@@ -99,10 +98,14 @@ def test_batch_lifecycle_results_errors_and_half_price(sim: SimulatorHandle) -> 
     stats = sim.stats()
     prompt = sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in output)
     completion = sum(line["response"]["body"]["usage"]["completion_tokens"] for line in output)
-    assert stats["tokens"]["batch"]["prompt"] == prompt == done["usage"]["input_tokens"]
+    # By hand (gpt-4.1-nano, 32 px patches * 2.46): the 64x48 image is 2 * 2 = 4 patches -> 9.84
+    # -> 10 tokens; the seven 65..71 x 48 ones are 3 * 2 = 6 patches -> 14.76 -> 15 each. The
+    # prompt text is ceil(36 bytes / 4) = 9, + 3 per message + 3 priming = 15 per line.
+    # 10 + 7 * 15 + 8 * 15 = 235.
+    assert stats["tokens"]["batch"]["prompt"] == prompt == done["usage"]["input_tokens"] == 235
     assert stats["tokens"]["batch"]["completion"] == completion
-    price = load_prices()["gpt-4.1-nano"]
-    full = (prompt * price.input + completion * price.output) / 1e6
+    # gpt-4.1-nano costs $0.10 in / $0.40 out per million tokens; batches bill half of that.
+    full = (235 * 0.10 + completion * 0.40) / 1e6
     assert stats["cost_usd"]["batch"] == pytest.approx(full / 2, rel=1e-6)
     assert stats["cost_usd"]["realtime"] == 0
     assert stats["successes_by_image"] == {hashlib.sha256(i).hexdigest(): 1 for i in images}

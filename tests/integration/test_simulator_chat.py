@@ -4,30 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from beam_caption.cost import tokens
-from beam_caption.cost.pricing import load_prices
 from beam_caption.simulator import SimulatorHandle, running_simulator
 from tests.integration.simclient import chat, chat_body, data_url, get, image_bytes
 
-PRICES = load_prices()
+# The expected figures below are worked out by hand, not with beam_caption.cost.tokens (which the
+# simulator itself uses): images by OpenAI's published vision rules, dollars at the published
+# prices, text by the estimate cost/tokens.py documents (ceil(UTF-8 bytes / 4) tokens; a chat
+# prompt adds 3 tokens per message and 3 to prime the reply).
 PROMPT = "Describe this photo in one sentence."
+# chat_body's prompt: 36 bytes -> ceil(36 / 4) = 9 tokens, + 3 (one message) + 3 (priming) = 15.
+PROMPT_TEXT_TOKENS = 15
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorHandle]:
     with running_simulator(api_key="test-key", models=("my-local-vlm",)) as handle:
         yield handle
-
-
-def _prompt_overhead(prompt: str = PROMPT) -> int:
-    return tokens.messages_text_tokens([prompt], 1)
 
 
 def test_answer_shape_caption_and_usage(sim: SimulatorHandle) -> None:
@@ -41,28 +39,67 @@ def test_answer_shape_caption_and_usage(sim: SimulatorHandle) -> None:
     assert choice["message"]["content"] == \
         "A bright landscape-format photo, mostly blue, 1024x768."
     usage = body["usage"]
-    # 1024x768 at high detail on gpt-4o: 2x2 tiles -> 85 + 4 * 170 = 765.
-    assert usage["prompt_tokens"] == 765 + _prompt_overhead()
-    assert usage["completion_tokens"] == tokens.text_tokens(choice["message"]["content"])
+    assert len(PROMPT.encode("utf-8")) == 36  # as PROMPT_TEXT_TOKENS assumes
+    # 1024x768 at high detail on gpt-4o: fits 2048x2048, shortest side already 768, so
+    # ceil(1024 / 512) * ceil(768 / 512) = 2 * 2 tiles -> 85 + 4 * 170 = 765; + 15 text = 780.
+    assert usage["prompt_tokens"] == 780
+    # The caption is 55 bytes -> ceil(55 / 4) = 14.
+    assert usage["completion_tokens"] == 14
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["prompt_tokens_details"]["cached_tokens"] == 0
     assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
 
 
 @pytest.mark.parametrize(("model", "size", "detail", "image_tokens"), [
-    ("gpt-4.1-mini", (1024, 1024), None, math.ceil(1024 * 1.62)),
-    ("gpt-4.1-mini", (1800, 2400), None, math.ceil(1452 * 1.62)),
+    # Patch rule: ceil(w / 32) * ceil(h / 32) patches (at most 1,536), times the multiplier,
+    # rounded up.  32 * 32 = 1,024 patches * 1.62 = 1,658.88 -> 1,659.
+    ("gpt-4.1-mini", (1024, 1024), None, 1659),
+    # 57 * 75 = 4,275 patches > 1,536: shrunk to fit, 33 * 44 = 1,452 (the guide's example);
+    # 1,452 * 1.62 = 2,352.24 -> 2,353.
+    ("gpt-4.1-mini", (1800, 2400), None, 2353),
+    # ceil(1086 / 32) * ceil(724 / 32) = 34 * 23 = 782 patches * 2.46 = 1,923.72 -> 1,924.
     ("gpt-4.1-nano", (1086, 724), None, 1924),
+    # Tile rule, high: fit 2048x2048 -> 1024x2048, shortest side to 768 -> 768x1536,
+    # 2 * 3 = 6 tiles -> 85 + 6 * 170 = 1,105 (the guide's example).
     ("gpt-4o", (2048, 4096), "high", 1105),
+    # Low detail is the base alone.
     ("gpt-4o", (2048, 4096), "low", 85),
-    ("gpt-5.4-nano", (64, 48), "auto", math.ceil(2 * 2 * 2.46)),
+    # 2 * 2 = 4 patches * 2.46 = 9.84 -> 10.
+    ("gpt-5.4-nano", (64, 48), "auto", 10),
 ])
 def test_prompt_tokens_follow_the_model_rule(sim: SimulatorHandle, model: str,
                                              size: tuple[int, int], detail: str | None,
                                              image_tokens: int) -> None:
     reply = chat(sim.base_url, chat_body(model, image_bytes(*size), detail=detail))
     assert reply.status == 200, reply.raw
-    assert reply.json()["usage"]["prompt_tokens"] == image_tokens + _prompt_overhead()
+    assert reply.json()["usage"]["prompt_tokens"] == image_tokens + PROMPT_TEXT_TOKENS
+
+
+@pytest.mark.parametrize(("model", "size", "detail", "prompt_tokens", "dollars"), [
+    # Every answer is cut at 5 completion tokens. Prices in USD per million tokens.
+    # 4 patches * 2.46 -> 10, + 15 = 25 prompt; 25 * 0.20 + 5 * 1.25 = 11.25 -> $0.00001125.
+    ("gpt-5.4-nano", (64, 48), None, 25, 0.00001125),
+    # 1,924 (above) + 15 = 1,939 prompt; 1,939 * 0.10 + 5 * 0.40 = 195.9 -> $0.0001959.
+    ("gpt-4.1-nano", (1086, 724), None, 1939, 0.0001959),
+    # 1,659 (above) + 15 = 1,674 prompt; 1,674 * 0.40 + 5 * 1.60 = 677.6 -> $0.0006776.
+    ("gpt-4.1-mini", (1024, 1024), None, 1674, 0.0006776),
+    # gpt-4o-mini tiles (vision guide): base 2,833, 5,667 per tile; 1024x1024 high -> 768x768,
+    # 2 * 2 tiles -> 2,833 + 4 * 5,667 = 25,501, + 15 = 25,516 prompt;
+    # 25,516 * 0.15 + 5 * 0.60 = 3,830.4 -> $0.0038304.
+    ("gpt-4o-mini", (1024, 1024), "high", 25516, 0.0038304),
+])
+def test_the_ledger_bills_at_the_published_prices(sim: SimulatorHandle, model: str,
+                                                  size: tuple[int, int], detail: str | None,
+                                                  prompt_tokens: int, dollars: float) -> None:
+    sim.reset()
+    reply = chat(sim.base_url, chat_body(model, image_bytes(*size), detail=detail,
+                                         max_completion_tokens=5))
+    assert reply.status == 200, reply.raw
+    usage = reply.json()["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (prompt_tokens, 5)
+    stats = sim.stats()
+    assert stats["tokens"]["realtime"] == {"prompt": prompt_tokens, "completion": 5, "cached": 0}
+    assert stats["cost_usd"]["realtime"] == pytest.approx(dollars, rel=1e-9)
 
 
 def test_captions_are_deterministic_and_about_the_image(sim: SimulatorHandle) -> None:
@@ -80,14 +117,16 @@ def test_max_completion_tokens_cuts_the_answer(sim: SimulatorHandle) -> None:
     choice = reply["choices"][0]
     assert choice["finish_reason"] == "length"
     assert reply["usage"]["completion_tokens"] == 3
-    assert len(choice["message"]["content"].encode()) <= 3 * tokens.BYTES_PER_TOKEN
+    assert len(choice["message"]["content"].encode()) <= 12  # 3 tokens * 4 bytes
 
 
 def test_n_choices_are_billed_per_choice(sim: SimulatorHandle) -> None:
     body = chat(sim.base_url, chat_body(n=2)).json()
     assert [c["index"] for c in body["choices"]] == [0, 1]
-    one = tokens.text_tokens(body["choices"][0]["message"]["content"])
-    assert body["usage"]["completion_tokens"] == 2 * one
+    assert body["choices"][0]["message"]["content"] == \
+        "A bright landscape-format photo, mostly blue, 64x48."
+    # That caption is 52 bytes -> ceil(52 / 4) = 13 tokens per choice, 2 * 13 = 26.
+    assert body["usage"]["completion_tokens"] == 26
 
 
 def test_json_schema_answer_validates_against_the_schema(sim: SimulatorHandle) -> None:
@@ -147,7 +186,8 @@ def test_unknown_model_is_404_and_extra_models_are_served(sim: SimulatorHandle) 
     assert reply.status == 404 and reply.error["code"] == "model_not_found"
     extra = chat(sim.base_url, chat_body("my-local-vlm"))
     assert extra.status == 200  # unpriced, patch rule at multiplier 1
-    assert extra.json()["usage"]["prompt_tokens"] == 2 * 2 + _prompt_overhead()
+    # 2 * 2 = 4 patches at multiplier 1, + 15 text = 19.
+    assert extra.json()["usage"]["prompt_tokens"] == 19
     assert "my-local-vlm" in {m["id"] for m in get(sim.base_url, "/models").json()["data"]}
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 from jsonschema import Draft202012Validator
 
-from beam_caption.simulator.apierror import ApiError
+from beam_caption.simulator.apierror import SimError
 from beam_caption.simulator.image_parts import ImageFacts, colour_name
 from beam_caption.simulator.json_answers import ResponseFormat, answer_text, check_response_format
 from beam_caption.simulator.ledger import redact
@@ -40,7 +40,7 @@ def test_sliding_window_wait_is_exact() -> None:
 def test_rate_limiter_rejects_without_consuming() -> None:
     limiter = RateLimiter(rpm=1, tpm=0, window=1.0)
     limiter.admit(0.0, 100, "m")
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(SimError) as info:
         limiter.admit(0.25, 100, "m")
     assert info.value.status == 429 and info.value.headers["retry-after-ms"] == "750"
     assert "Please try again in 750ms." in info.value.message
@@ -83,12 +83,12 @@ def test_structured_answers_validate_against_nested_schemas() -> None:
 
 
 def test_structured_format_errors_name_the_problem() -> None:
-    with pytest.raises(ApiError, match="Missing 'b'"):
+    with pytest.raises(SimError, match="Missing 'b'"):
         check_response_format({"type": "json_schema", "json_schema": {
             "name": "x", "strict": True, "schema": {
                 "type": "object", "additionalProperties": False, "required": ["a"],
                 "properties": {"a": {"type": "string"}, "b": {"type": "string"}}}}}, "")
-    with pytest.raises(ApiError, match="pattern"):
+    with pytest.raises(SimError, match="pattern"):
         check_response_format({"type": "json_schema", "json_schema": {"name": "no spaces"}}, "")
     assert check_response_format(None, "") == ResponseFormat()
 
