@@ -1,8 +1,8 @@
 """Every `beam-caption run` flag, its default and its help text, in one place.
 
-The flags are declared once as data (`RUN_OPTIONS`), so the CLI's argparse parser, Beam's
-`CaptionOptions` view and (later) the Flex Template's metadata.json are all generated from the same
-table and cannot drift apart. Flags not declared here pass through to Beam's PipelineOptions.
+The flags are declared once as data (`RUN_OPTIONS`), so the CLI's argparse parser and the Flex
+Template's metadata.json are both generated from the same table and cannot drift apart. Flags not
+declared here pass through to Beam's PipelineOptions.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from typing import Any
-
-from apache_beam.options.pipeline_options import PipelineOptions
 
 DEFAULT_MODEL = "gpt-5.4-nano"
 DEFAULT_PROMPT = "Describe this photo in one sentence."
@@ -231,17 +229,9 @@ def _help_with_default(opt: Option) -> str:
     return f"{opt.help} (default: {opt.default})"
 
 
-class CaptionOptions(PipelineOptions):
-    """The run flags as a Beam PipelineOptions view, for users composing their own pipelines."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        add_caption_arguments(parser, enforce_required=False)
-
-
 def unknown_beam_flags(flags: list[str]) -> list[str]:
     """The flags in `flags` that neither beam-caption nor any Beam PipelineOptions class knows."""
-    from apache_beam.options.pipeline_options import _BeamArgumentParser
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
     parser = _BeamArgumentParser(allow_abbrev=False)
     seen: dict[str, type] = {}

@@ -1,8 +1,10 @@
 """The `beam-caption` command: parse, build the config, run, map known errors to exit codes.
 
 Each subcommand lives in its own module with `add_arguments(parser)` and `main(args, extra) -> int`;
-this file only dispatches. Exit codes: 0 success, 1 the job ran but failed or stopped early,
-2 a bad flag, file or configuration (one line on stderr, never a traceback), 130 interrupted.
+this file only dispatches, and imports only the module of the subcommand being run (`beam-caption
+--help` imports none; `beam-caption simulate` never imports Beam). Exit codes: 0 success, 1 the
+job ran but failed or stopped early, 2 a bad flag, file or configuration (one line on stderr,
+never a traceback), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
               "follow a --mode batch run: submit, status, collect or cancel its batches"),
     "simulate": ("beam_caption.cli.simulate", "start the local OpenAI-compatible simulator"),
     "report": ("beam_caption.cli.report", "totals, report.json and an HTML gallery of an output"),
-    "template-metadata": ("beam_caption.dataflow.template",
+    "template-metadata": ("beam_caption.cli.template",
                           "write the Dataflow Flex Template's metadata.json from the run options"),
 }
 
@@ -43,8 +45,9 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"beam-caption: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-parser per available subcommand."""
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The top-level parser: every subcommand with its arguments ("*"), or only `command`'s
+    module imported and given its arguments and the others listed by name (None: none)."""
     parser = _ArgumentParser(prog="beam-caption", description=__doc__.splitlines()[0],
                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"beam-caption {__version__}")
@@ -52,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = _import_subcommand(module_name)
-        if module is None:
+        if command not in (name, "*"):
+            sub.add_parser(name, help=help_text, add_help=False)
             continue
+        module = importlib.import_module(module_name)
         sp = sub.add_parser(name, help=help_text, allow_abbrev=False,
                             description=getattr(module, "DESCRIPTION", help_text),
                             epilog=getattr(module, "EPILOG", None),
@@ -67,19 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _import_subcommand(module_name: str):
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None  # not built yet
-        raise
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is one), if any."""
+    return next((word for word in argv if word in SUBCOMMANDS), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `beam-caption` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(_command_in(argv))
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

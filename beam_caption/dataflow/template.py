@@ -3,9 +3,9 @@
 templates/metadata.json is never edited by hand: `beam-caption template-metadata --output
 templates/metadata.json` writes it from the same option table as `run --help`, and a test fails
 when the file is out of date. Parameter names use underscores (max_side), the spelling of Beam's
-own options and of every Google template; the launcher entry point (templates/launch.py ->
-`launch`) turns the `--max_side=512` the Flex Template launcher passes back into our
-`--max-side=512`, and `--overwrite=true` into the bare flag argparse expects.
+own options and of every Google template; the launcher's entry point (templates/launch.py, which
+calls cli/template.py's `launch`) turns the `--max_side=512` the Flex Template launcher passes
+back into our `--max-side=512`, and `--overwrite=true` into the bare flag argparse expects.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from beam_caption.auth.secrets import SECRET_NAME_PATTERN
@@ -216,56 +213,3 @@ def _dataflow_defaults(args: list[str], image: str | None) -> list[str]:
         _LOG.info("workers run %s, which has beam-caption installed: not staging setup.py", image)
         args = [arg for arg in args if arg.split("=", 1)[0] != "--setup_file"]
     return args
-
-
-def launch(argv: Sequence[str] | None = None) -> int:
-    """The Flex Template entry point: `beam-caption run` with the translated arguments."""
-    from beam_caption.cli import main
-
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = launcher_argv(argv, os.environ.get(IMAGE_ENV) or None)
-    except ConfigError as exc:
-        print(f"beam-caption: error: {exc}", file=sys.stderr)
-        return 2
-    return main(["run", *args])
-
-
-# -- the `template-metadata` subcommand --------------------------------------------------------
-
-DESCRIPTION = """Write the Flex Template's metadata.json, generated from the run options.
-
-Every `run` option except a few that cannot work in a template (local files, the local simulator,
-keys from the launcher's environment) becomes a template parameter with its label, help text,
-type, default and a validation regex."""
-EPILOG = f"""examples:
-  beam-caption template-metadata --output {METADATA_FILE}
-  beam-caption template-metadata --check {METADATA_FILE}    # exit 1 when out of date"""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--output FILE (default: standard output) and --check FILE."""
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--output", metavar="FILE", default="-",
-                        help="write the metadata here (default: standard output)")
-    target.add_argument("--check", metavar="FILE",
-                        help="compare FILE with the generated metadata; exit 1 if it differs")
-
-
-def main(args: argparse.Namespace, extra: list[str]) -> int:
-    """Write or check metadata.json; returns the exit code."""
-    text = render_metadata()
-    if args.check:
-        path = Path(args.check)
-        if not path.is_file():
-            raise ConfigError(f"--check {args.check}: no such file")
-        if path.read_text(encoding="utf-8") != text:
-            print(f"beam-caption: {args.check} is out of date; regenerate it with "
-                  f"`beam-caption template-metadata --output {args.check}`", file=sys.stderr)
-            return 1
-        return 0
-    if args.output == "-":
-        sys.stdout.write(text)
-        return 0
-    Path(args.output).write_text(text, encoding="utf-8")
-    return 0
