@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -15,14 +14,22 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_caption.config import RunConfig, build_run_config
-from beam_caption.cost import bill as bill_mod
-from beam_caption.cost import estimate as est
-from beam_caption.cost.pricing import ModelPrice, load_prices
+from beam_caption.cost.bill import (
+    COMPARE_SIDES,
+    DEFAULT_COMPARE_COUNT,
+    DEFAULT_EXPECTED_OUTPUT_TOKENS,
+    BillSettings,
+    bill_document,
+)
+from beam_caption.cost.estimate import EstimateTokens
+from beam_caption.cost.measure import TokenSpec, token_spec
+from beam_caption.cost.pricing import ModelPrice, format_usd, load_prices
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.sources import ExpandInputs, check_inputs
-from beam_caption.options import add_caption_arguments, unknown_beam_flags
+from beam_caption.options import _positive_int, add_caption_arguments, unknown_beam_flags
 from beam_caption.pipeline import graph as pl
 from beam_caption.pipeline.outputs import read_table
+from beam_caption.report.table import text_table
 
 ACCEPTS_BEAM_OPTIONS = True
 REPORT_NAME = "estimate.json"
@@ -43,7 +50,7 @@ EPILOG = f"""examples:
   beam-caption estimate --manifest images.csv --compare-models gpt-5.4-mini,gpt-4o-mini --json
 
 notes:
-  --expected-output-tokens defaults to {est.DEFAULT_EXPECTED_OUTPUT_TOKENS}, a one-sentence caption.
+  --expected-output-tokens defaults to {DEFAULT_EXPECTED_OUTPUT_TOKENS}, a one-sentence caption.
   --sample N measures a deterministic sample of N files and scales the totals up.
   Every input is counted: files listed twice count twice (a run with --dedupe pays for identical
   images once per worker), and --resume / --incremental skips are not subtracted.
@@ -63,16 +70,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sample", type=_positive_int, metavar="N",
                        help="measure a deterministic sample of N files and scale up")
     group.add_argument("--expected-output-tokens", type=_positive_int, metavar="N",
-                       default=est.DEFAULT_EXPECTED_OUTPUT_TOKENS,
+                       default=DEFAULT_EXPECTED_OUTPUT_TOKENS,
                        help="expected answer length in tokens (default: "
-                            f"{est.DEFAULT_EXPECTED_OUTPUT_TOKENS}, a one-sentence caption)")
+                            f"{DEFAULT_EXPECTED_OUTPUT_TOKENS}, a one-sentence caption)")
     group.add_argument("--output-tokens-from", metavar="DIR",
                        help="take the expected answer length from an earlier run's captions "
                             "(e.g. a trial run on a sample with the same prompt): the most "
                             "accurate estimate")
     group.add_argument("--compare-models", metavar="LIST",
                        help="comma-separated models to compare with, or 'none' (default: the "
-                            f"{est.DEFAULT_COMPARE_COUNT} nearest in price, cheaper and dearer)")
+                            f"{DEFAULT_COMPARE_COUNT} nearest in price, cheaper and dearer)")
     group.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
 
@@ -88,20 +95,13 @@ def measured_output_tokens(output: str) -> int:
     return max(1, round(sum(r["completion_tokens"] for r in rows) / len(rows)))
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     """Run the estimate pipeline and print the bill; returns the exit code."""
     unknown = unknown_beam_flags(beam_flags)
     if unknown:
         raise ConfigError(f"unrecognized option {unknown[0]} (not a beam-caption or Beam "
                           "pipeline option; see beam-caption estimate --help)")
-    options = pipeline_options(beam_flags)
+    options = estimate_pipeline_options(beam_flags)
     local = pl.is_local(options)
     if not local and not args.output:
         raise ConfigError("with a remote --runner, give --output DIR (e.g. gs://...) to receive "
@@ -110,28 +110,28 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     expected_output = args.expected_output_tokens
     if args.output_tokens_from:
         expected_output = measured_output_tokens(args.output_tokens_from)
-    bill = bill_mod.BillSettings(model=args.model, max_side=args.max_side,
-                            expected_output_tokens=expected_output,
-                            max_output_tokens=args.max_output_tokens,
-                            compare_models=_compare_models(args.compare_models, prices))
+    bill = BillSettings(model=args.model, max_side=args.max_side,
+                        expected_output_tokens=expected_output,
+                        max_output_tokens=args.max_output_tokens,
+                        compare_models=_compare_models(args.compare_models, prices))
     config = run_config(args)
     check_inputs(list(config.inputs), config.manifest)
-    spec = est.token_spec(prices, config.caption, fetch=config.fetch,
-                          max_sides=(*est.COMPARE_SIDES, args.max_side),
-                          max_pixels=config.prepare.max_pixels)
+    spec = token_spec(prices, config.caption, fetch=config.fetch,
+                      max_sides=(*COMPARE_SIDES, args.max_side),
+                      max_pixels=config.prepare.max_pixels)
     with _work_dir(args.output if not local else None) as work:
         refs = ExpandInputs(list(config.inputs), config.manifest,
                             prompt_column=config.prompt_column)
         tally = run_pipeline(options, refs, spec, args.sample,
                              FileSystems.join(work, _TALLY_NAME))
-    report = bill_mod.build_report(tally, prices, bill)
+    document = bill_document(tally, prices, bill)
     if args.output:
-        _write_json(report, FileSystems.join(args.output.rstrip("/"), REPORT_NAME))
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+        _write_json(document, FileSystems.join(args.output.rstrip("/"), REPORT_NAME))
+    print(json.dumps(document, indent=2) if args.json else format_bill(document))
     return 0
 
 
-def pipeline_options(beam_flags: list[str]) -> PipelineOptions:
+def estimate_pipeline_options(beam_flags: list[str]) -> PipelineOptions:
     """Beam options; locally one in-memory worker unless the flags say otherwise (it is light)."""
     flags = list(beam_flags)
     names = {f.split("=", 1)[0] for f in flags if f.startswith("--")}
@@ -171,14 +171,14 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                             workers=1)
 
 
-def run_pipeline(options: PipelineOptions, refs: ExpandInputs, spec: est.TokenSpec,
+def run_pipeline(options: PipelineOptions, refs: ExpandInputs, spec: TokenSpec,
                  sample: int | None, tally_path: str) -> dict[str, Any]:
     """ExpandInputs -> EstimateTokens -> one JSON file; waits and returns the tally dict."""
     runner, run_options = pl.make_runner(options)
     p = beam.Pipeline(runner=runner, options=run_options)
     _ = (p
          | "ExpandInputs" >> refs
-         | "EstimateTokens" >> est.EstimateTokens(spec, sample)
+         | "EstimateTokens" >> EstimateTokens(spec, sample)
          | "WriteTally" >> beam.Map(_write_json, tally_path))
     p.run().wait_until_finish()
     with FileSystems.open(tally_path) as handle:
@@ -195,32 +195,8 @@ def _write_json(data: Mapping[str, Any], path: str) -> None:
 # The printed table
 
 
-def usd(value: float | None) -> str:
-    """Dollars with 4 significant digits ($0.0005390, $1.235, $52.44), 'unknown' for None."""
-    if value is None:
-        return "unknown"
-    if value == 0:
-        return "$0"
-    if value >= 100:
-        return f"${value:,.0f}"
-    decimals = max(2, 3 - math.floor(math.log10(value)))
-    return f"${value:,.{decimals}f}"
-
-
 def _side(side: int) -> str:
     return "original" if side == 0 else f"{side} px"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], marks: Sequence[bool]) -> str:
-    """Columns aligned (first left, the rest right); rows with a mark start with '>'."""
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-
-    def fmt(row: Sequence[str], mark: bool) -> str:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
-                                                                        strict=True)]
-        return ("> " if mark else "  ") + "  ".join(cells)
-
-    return "\n".join([fmt(header, False), *(fmt(r, m) for r, m in zip(rows, marks, strict=True))])
 
 
 def _variant_rows(lines: Sequence[Mapping[str, Any]], label: str) -> list[list[str]]:
@@ -229,44 +205,48 @@ def _variant_rows(lines: Sequence[Mapping[str, Any]], label: str) -> list[list[s
         per_image = ln["input_tokens_per_image"]
         rows.append([_side(ln["max_side"]) if label == "max_side" else ln["model"],
                      "-" if per_image is None else f"{per_image:,.0f}",
-                     usd(ln["realtime_usd_per_1000"]), usd(ln["batch_usd_per_1000"]),
-                     usd(ln["realtime_usd"]), usd(ln["realtime_usd_worst"])])
+                     format_usd(ln["realtime_usd_per_1000"]), format_usd(ln["batch_usd_per_1000"]),
+                     format_usd(ln["realtime_usd"]), format_usd(ln["realtime_usd_worst"])])
     return rows
 
 
-def format_report(report: Mapping[str, Any]) -> str:
-    """The estimate as the text `beam-caption estimate` prints."""
-    ch = report["chosen"]
+def format_bill(bill: Mapping[str, Any]) -> str:
+    """The bill (cost/bill.py's bill_document) as the text `beam-caption estimate` prints."""
+    ch = bill["chosen"]
     images = ch["images"]
-    out = [f"beam-caption estimate (no API calls were made): model {report['model']}, "
-           f"max-side {_side(report['max_side'])}",
-           f"  files {report['files']:,}: {images:,} images, {report['unreadable']:,} unreadable"]
-    sample = report["sample"]
+    out = [f"beam-caption estimate (no API calls were made): model {bill['model']}, "
+           f"max-side {_side(bill['max_side'])}",
+           f"  files {bill['files']:,}: {images:,} images, {bill['unreadable']:,} unreadable"]
+    sample = bill["sample"]
     if sample:
         out.append(f"  sampled: {sample['measured']:,} of {sample['files_total']:,} files measured "
                    f"(deterministic sample), totals scaled x{sample['scale']:,.2f}")
     out += [f"  input tokens  {ch['input_tokens']:,} ({ch['text_tokens']:,} text + "
             f"{ch['image_tokens']:,} image), {ch['input_tokens_per_image'] or 0:,.0f} per image",
-            f"  output tokens {ch['output_tokens']:,} expected ({report['expected_output_tokens']}"
+            f"  output tokens {ch['output_tokens']:,} expected ({bill['expected_output_tokens']}"
             f" per image), {ch['output_tokens_worst']:,} worst case "
-            f"({report['max_output_tokens']} per image)",
+            f"({bill['max_output_tokens']} per image)",
             "",
-            _table(["cost", "realtime", "batch"],
-                   [["expected output", usd(ch["realtime_usd"]), usd(ch["batch_usd"])],
-                    ["worst case", usd(ch["realtime_usd_worst"]), usd(ch["batch_usd_worst"])],
-                    ["per 1,000 images (expected)", usd(ch["realtime_usd_per_1000"]),
-                     usd(ch["batch_usd_per_1000"])]], [False] * 3)]
+            text_table(["cost", "realtime", "batch"],
+                       [["expected output", format_usd(ch["realtime_usd"]),
+                         format_usd(ch["batch_usd"])],
+                        ["worst case", format_usd(ch["realtime_usd_worst"]),
+                         format_usd(ch["batch_usd_worst"])],
+                        ["per 1,000 images (expected)", format_usd(ch["realtime_usd_per_1000"]),
+                         format_usd(ch["batch_usd_per_1000"])]],
+                       numbers=True, marks=[False] * 3)]
     header = ["input tok/image", "realtime/1k", "batch/1k", "total", "worst case"]
-    out += ["", _table([f"model (max-side {_side(report['max_side'])})", *header],
-                       _variant_rows(report["by_model"], "model"),
-                       [ln["model"] == report["model"] for ln in report["by_model"]]),
-            "", _table([f"max-side ({report['model']})", *header],
-                       _variant_rows(report["by_max_side"], "max_side"),
-                       [ln["max_side"] == report["max_side"] for ln in report["by_max_side"]])]
-    if report["unreadable_examples"]:
-        codes = ", ".join(f"{c} {n}" for c, n in sorted(report["unreadable_by_code"].items()))
+    out += ["", text_table([f"model (max-side {_side(bill['max_side'])})", *header],
+                           _variant_rows(bill["by_model"], "model"), numbers=True,
+                           marks=[ln["model"] == bill["model"] for ln in bill["by_model"]]),
+            "", text_table([f"max-side ({bill['model']})", *header],
+                           _variant_rows(bill["by_max_side"], "max_side"), numbers=True,
+                           marks=[ln["max_side"] == bill["max_side"]
+                                  for ln in bill["by_max_side"]])]
+    if bill["unreadable_examples"]:
+        codes = ", ".join(f"{c} {n}" for c, n in sorted(bill["unreadable_by_code"].items()))
         where = " in the sample" if sample else ""
         out += ["", f"unreadable{where} ({codes}):"]
-        out += [f"  {e['code']}: {e['uri']}" for e in report["unreadable_examples"]]
-    out += [f"warning: {w}" for w in report["warnings"]]
+        out += [f"  {e['code']}: {e['uri']}" for e in bill["unreadable_examples"]]
+    out += [f"warning: {w}" for w in bill["warnings"]]
     return "\n".join(out)

@@ -17,6 +17,8 @@ import time
 from types import TracebackType
 from typing import Any
 
+from beam_caption.cost.pricing import format_usd
+
 _LOG = logging.getLogger("beam_caption.cli.live")
 
 
@@ -34,13 +36,14 @@ def read_snapshots(folder: str) -> dict[str, float]:
     return total
 
 
-def describe(totals: dict[str, float], expected: int | None, elapsed_s: float) -> str:
-    """One line: done/total, rate, errors, tokens, dollars and ETA."""
+def progress_line(totals: dict[str, float], expected: int | None, elapsed_s: float) -> str:
+    """One line: done/total, rate, errors, tokens, dollars (always four decimals, so the figure
+    keeps its format as it grows) and ETA."""
     done = int(totals["done"])
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
     text = f"{done}" + (f"/{expected}" if expected else "") + " images"
     text += f", {rate:.1f}/s, {int(totals['errors'])} errors, {int(totals['tokens'])} tokens"
-    text += f", ${totals['cost_usd']:.4f}"
+    text += f", {format_usd(totals['cost_usd'], decimals=4)}"
     if expected and rate > 0 and done < expected:
         text += f", ETA {_duration((expected - done) / rate)}"
     return text
@@ -100,6 +103,7 @@ class LiveProgress:
             self._bar.n = int(totals["done"])
             self._bar.set_postfix_str(f"{int(totals['errors'])} errors, "
                                       f"{int(totals['tokens'])} tokens, "
-                                      f"${totals['cost_usd']:.4f}", refresh=True)
+                                      f"{format_usd(totals['cost_usd'], decimals=4)}",
+                                      refresh=True)
         elif not final:
-            _LOG.info("progress: %s", describe(totals, self._expected, elapsed))
+            _LOG.info("progress: %s", progress_line(totals, self._expected, elapsed))

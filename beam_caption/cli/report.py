@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from beam_caption.options import _non_negative_int
+
 DESCRIPTION = """Totals, errors and a photo gallery of a run's output.
 
 Reads every captions-*.parquet and errors-*.parquet in OUTPUT (local or gs://; the shards of
@@ -25,13 +27,6 @@ Add ?q=WORDS to the page's address (file:///.../report.html?q=dark) to open it w
 exit codes: 0 written; 2 no Parquet files in OUTPUT, or a path that cannot be written."""
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
 def _thumb_side(text: str) -> int:
     value = int(text)
     if not 32 <= value <= 512:
@@ -49,24 +44,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", metavar="PATH", default=None,
                         help="also write the HTML page with the gallery to PATH (local or gs://), "
                              "e.g. --html report.html")
-    parser.add_argument("--sample", type=_count, default=1000, metavar="N",
+    parser.add_argument("--sample", type=_non_negative_int, default=1000, metavar="N",
                         help="captions shown in the gallery, the same ones every time; 0 shows "
                              "all (default %(default)s; ~5 MB of page per 1,000)")
     parser.add_argument("--thumb-size", type=_thumb_side, default=160, metavar="PX",
                         help="longest side of the gallery thumbnails (default %(default)s)")
-    parser.add_argument("--top-errors", type=_count, default=10, metavar="N",
+    parser.add_argument("--top-errors", type=_non_negative_int, default=10, metavar="N",
                         help="most frequent error messages listed (default %(default)s)")
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
     """Print the totals, write report.json and, with --html, the gallery page."""
-    # Imported here: Beam and pyarrow are slow to import and `beam-caption --help` needs neither.
+    # Imported here: pyarrow and Beam's filesystems are slow to import; `--help` needs neither.
     from beam_caption.report import totals as rp
+    from beam_caption.report.text import format_report
     captions, errors, journal_rows = rp.load_tables(args.output)
     report = rp.build_report(captions, errors, output=args.output,
                              summary=rp.load_summary(args.output), top_errors=args.top_errors,
                              journal_rows=journal_rows)
-    print(rp.format_report(report))
+    print(format_report(report))
     json_path = args.json_path or rp.default_json_path(args.output)
     rp.write_report_json(report, json_path)
     print(f"\nreport.json: {_shown_path(json_path)}")

@@ -1,6 +1,7 @@
 """The bill from an estimate's token tally: the chosen model, alternatives, --max-side choices.
 
-Pure arithmetic over the tally that beam_caption.cost.estimate's pipeline produces; no I/O.
+Pure arithmetic over the tally (cost/tally.py) that the estimate pipeline (cost/estimate.py)
+produces; no I/O. cli/estimate.py prints the bill document this builds (format_bill).
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from beam_caption.cost.estimate import (
-    COMPARE_SIDES,
-    DEFAULT_COMPARE_COUNT,
-    DEFAULT_EXPECTED_OUTPUT_TOKENS,
-    Tally,
-    rule_key,
-)
+from beam_caption.cost.measure import rule_key
 from beam_caption.cost.pricing import ModelPrice
+from beam_caption.cost.tally import Tally
+
+# A one-sentence caption is typically 15-30 English words; at ~1.3 tokens per word that is 20-40
+# tokens. 30 is the middle. Reasoning models may add hidden reasoning tokens, which the API bills
+# as output: the worst case (every answer at --max-output-tokens) bounds both.
+DEFAULT_EXPECTED_OUTPUT_TOKENS = 30
+# The --max-side values every estimate compares (plus the chosen one): original, 512, 768.
+COMPARE_SIDES = (0, 512, 768)
+# How many alternative models the default comparison shows (two cheaper, two dearer if possible).
+DEFAULT_COMPARE_COUNT = 4
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,10 @@ def default_compare_models(unit_cost: Mapping[str, float | None], chosen: str,
     return cheaper[len(cheaper) - n_cheaper:] + dearer[:n_dearer]
 
 
-def build_report(tally_dict: Mapping[str, Any], prices: Mapping[str, ModelPrice],
-                 bill: BillSettings) -> dict[str, Any]:
-    """The estimate as a JSON-ready dict: counts, the chosen variant, and the comparisons."""
+def bill_document(tally_dict: Mapping[str, Any], prices: Mapping[str, ModelPrice],
+                  bill: BillSettings) -> dict[str, Any]:
+    """The bill as a JSON-ready dict (estimate.json): counts, the chosen variant, and the
+    comparisons by model and by --max-side."""
     tally = Tally.from_dict(tally_dict)
     measured = tally.files
     files_total = int(tally_dict.get("files_total", measured))

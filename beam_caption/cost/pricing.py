@@ -33,10 +33,17 @@ class ModelPrice:
         return dollars * (self.batch_discount if batch else 1.0)
 
 
-def format_usd(value: float | None, significant: int = 4) -> str:
-    """Dollars for people: cents for large sums, `significant` digits for fractions of a cent."""
+def format_usd(value: float | None, significant: int = 4, decimals: int | None = None) -> str:
+    """Dollars for people, the one money format of every printed table, page and log line.
+
+    Sums of a dollar or more show cents ("$1,234.56"); smaller ones keep `significant` digits
+    ("$0.001146", "$0.1433"). `decimals` instead fixes the number of decimals ("$2.0000"), for
+    figures that should keep their width while they change. None is "unknown" (no price).
+    """
     if value is None:
         return "unknown"
+    if decimals is not None:
+        return f"${value:,.{decimals}f}"
     if value == 0 or abs(value) >= 1:
         return f"${value:,.2f}"
     decimals = max(2, significant - 1 - math.floor(math.log10(abs(value))))

@@ -103,8 +103,8 @@ def messages_text_tokens(texts: list[str], n_messages: int) -> int:
     return sum(text_tokens(t) for t in texts) + overhead
 
 
-def prompt_tokens(rule: Mapping[str, Any] | None, texts: list[str], n_messages: int,
-                  images: list[tuple[int, int]], detail: str = "auto") -> int:
+def chat_prompt_tokens(rule: Mapping[str, Any] | None, texts: list[str], n_messages: int,
+                       images: list[tuple[int, int]], detail: str = "auto") -> int:
     """Estimated prompt tokens of a chat request: its texts, message overhead and images.
 
     `images` are the (width, height) of the images as sent. Without an image rule (an unknown

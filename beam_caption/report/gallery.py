@@ -1,11 +1,10 @@
 """The report as one self-contained HTML page: totals, small SVG plots, a searchable gallery.
 
 Opening the page needs no network, and cannot use it: the CSS, the script, the plots (inline SVG)
-and the thumbnails (base64 JPEG data URIs) are all in the file, and a Content-Security-Policy of
-default-src 'none' allows exactly our one <style> and one <script> (by hash) and data: images.
-Captions come from a model and URIs from users, so every one is HTML-escaped, and the search box
-compares text content, never markup. Thumbnails are ~160 px JPEGs of ~3 KB, so a 1,000-image
-gallery stays at a few MB; `sample` picks a deterministic subset of a huge run.
+and the thumbnails (base64 JPEG data URIs, from report/thumbnails.py) are all in the file, and a
+Content-Security-Policy of default-src 'none' allows exactly our one <style> and one <script> (by
+hash) and data: images. Captions come from a model and URIs from users, so every one is
+HTML-escaped, and the search box compares text content, never markup.
 """
 
 from __future__ import annotations
@@ -13,94 +12,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
-import logging
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image
 
-from beam_caption.inputs.fetch import FetchSettings, ImageReader, read_image_bytes
-from beam_caption.inputs.images import PrepareSettings, prepare_image
+from beam_caption.cost.pricing import format_usd
 from beam_caption.report import plots
+from beam_caption.report.text import mode_cells
+from beam_caption.report.thumbnails import THUMB_SIDE, make_thumbnails, sample_captions
 from beam_caption.report.totals import latency_stats
 
-_LOG = logging.getLogger(__name__)
-
-THUMB_SIDE = 160
-THUMB_QUALITY = 50  # ~3 KB per photo at 160 px: 1,000 cards come to ~4.7 MB with base64
 MAX_ERROR_ROWS = 500  # the rest stay in errors-*.parquet; the top-errors table covers them all
-CARD_COLUMNS = ["uri", "image_id", "caption", "prompt_tokens", "completion_tokens", "cost_usd",
-                "batch", "deduplicated", "width", "height", "sent_width", "sent_height",
-                "finish_reason", "latency_ms"]
-# Thumbnails are read like pipeline inputs, but a slow host should not hold the report for long.
-_FETCH = FetchSettings(timeout_s=15.0)
-
-
-def sample_captions(captions: pa.Table, sample: int) -> list[dict[str, Any]]:
-    """Up to `sample` caption rows (all if sample <= 0), chosen deterministically, in uri order.
-
-    Rows are ranked by sha256(uri, image_id): the same output always gives the same sample, and
-    the sample spreads over every shard and run instead of being the first file's rows.
-    """
-    table = captions.select(CARD_COLUMNS)
-    if 0 < sample < table.num_rows:
-        keys = zip(table["uri"].to_pylist(), table["image_id"].to_pylist(), strict=True)
-        ranks = [hashlib.sha256(f"{uri}\0{image_id}".encode()).digest() for uri, image_id in keys]
-        keep = sorted(range(len(ranks)), key=ranks.__getitem__)[:sample]
-        table = table.take(sorted(keep))
-    return sorted(table.to_pylist(), key=lambda row: (row["uri"], row["image_id"]))
-
-
-def thumbnail_data_uri(uri: str, side: int = THUMB_SIDE,
-                       reader: ImageReader | None = None) -> str | None:
-    """The image at `uri` as a small JPEG data URI, or None if it cannot be read or decoded.
-
-    Uses the pipeline's own reading (FileSystems or guarded https) and preparation (draft-mode
-    decode, EXIF orientation, decompression-bomb guard): it shows the photo turned as the model
-    saw it, and a bad file fails here as it failed there.
-    """
-    try:
-        data = reader.read(uri) if reader is not None else read_image_bytes(uri, _FETCH)
-        small = prepare_image(uri, data, PrepareSettings(max_side=side, jpeg_quality=95)).jpeg
-        with Image.open(io.BytesIO(small)) as im:
-            out = io.BytesIO()
-            # Optimized Huffman tables save ~10% over prepare_image's plain encoding.
-            im.save(out, "JPEG", quality=THUMB_QUALITY, optimize=True)
-    except Exception as exc:  # any unreadable image becomes a placeholder, never a failed report
-        _LOG.debug("no thumbnail for %s: %s", uri, type(exc).__name__)
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
-
-
-def make_thumbnails(uris: Iterable[str], side: int = THUMB_SIDE,
-                    workers: int = 8) -> dict[str, str | None]:
-    """{uri: data URI or None} for every distinct uri, read on `workers` threads."""
-    unique = sorted(set(uris))
-    if not unique:
-        return {}
-    # Threads overlap the waits on gs:// and https reads; Pillow decodes outside the GIL.
-    with ImageReader(_FETCH) as reader, ThreadPoolExecutor(max_workers=workers) as pool:
-        thumbs = dict(zip(unique, pool.map(lambda u: thumbnail_data_uri(u, side, reader), unique),
-                          strict=True))
-    missing = sum(1 for value in thumbs.values() if value is None)
-    if missing:
-        _LOG.warning("%d of %d images could not be read for thumbnails (shown as placeholders)",
-                     missing, len(unique))
-    return thumbs
 
 
 def _e(value: Any) -> str:
     """HTML-escaped text (quotes too: values also land in attributes)."""
     return html.escape("" if value is None else str(value), quote=True)
-
-
-def _money(value: float | None, digits: int = 6) -> str:
-    return "unknown" if value is None else f"${value:,.{digits}f}"
 
 
 def _ms(value: float | None) -> str:
@@ -114,8 +43,8 @@ def stat_values(report: dict[str, Any]) -> dict[str, str]:
         "images": f"{report['images']:,}",
         "captions": f"{report['captions']:,}",
         "errors": f"{report['errors']:,}",
-        "cost": _money(report["cost_usd"]),
-        "cost-per-1000": _money(report["cost_per_1000_images_usd"], 4),
+        "cost": format_usd(report["cost_usd"]),
+        "cost-per-1000": format_usd(report["cost_per_1000_images_usd"]),
         "prompt-tokens": f"{tokens['prompt']:,}",
         "completion-tokens": f"{tokens['completion']:,}",
         "latency-p50": _ms(latency["p50"]),
@@ -141,18 +70,13 @@ def _totals_section(report: dict[str, Any]) -> str:
         f'<div class="stat" data-key="{key}"><div class="v">{_e(value)}</div>'
         f'<div class="k">{_e(_STAT_LABELS[key])}</div></div>'
         for key, value in stat_values(report).items())
-    modes = "".join(_mode_row(mode, m) for mode, m in report["by_mode"].items())
+    modes = "".join(f"<tr><td>{mode}</td>" + "".join(f"<td class=n>{_e(c)}</td>"
+                                                      for c in mode_cells(m)) + "</tr>"
+                    for mode, m in report["by_mode"].items())
     return (f'<section id="totals"><div class="stats">{cards}</div>'
             '<table class="modes"><thead><tr><th>mode</th><th>captions</th><th>deduplicated</th>'
             "<th>prompt tokens</th><th>completion tokens</th><th>cost</th><th>per 1,000</th>"
             f"</tr></thead><tbody>{modes}</tbody></table></section>")
-
-
-def _mode_row(mode: str, m: dict[str, Any]) -> str:
-    cells = ([f"{m['captions']:,}", f"{m['deduplicated']:,}", f"{m['prompt_tokens']:,}",
-              f"{m['completion_tokens']:,}", _money(m["cost_usd"]),
-              _money(m["cost_per_1000_images_usd"], 4)] if m["captions"] else ["0", *"-----"])
-    return f"<tr><td>{mode}</td>" + "".join(f"<td class=n>{_e(c)}</td>" for c in cells) + "</tr>"
 
 
 def _plots_section(captions: pa.Table, rows: list[dict[str, Any]]) -> str:
@@ -165,7 +89,7 @@ def _plots_section(captions: pa.Table, rows: list[dict[str, Any]]) -> str:
               if not r["deduplicated"] and r["sent_width"] and r["sent_height"]
               and r["prompt_tokens"] is not None]
     figures = [
-        ("cost per image (USD)", plots.histogram_svg(costs, label=lambda v: f"${v:.6f}")),
+        ("cost per image (USD)", plots.histogram_svg(costs, label=format_usd)),
         ("request latency (ms)", plots.histogram_svg(latencies, upper=p99,
                                                       label=lambda v: f"{v:,.0f}")),
         ("prompt tokens vs pixels sent (thousands; gallery sample)",
@@ -184,7 +108,7 @@ def _card(row: dict[str, Any], thumb: str | None) -> str:
         ("cut off", row["finish_reason"] == "length")) if on)
     tokens = f"{row['prompt_tokens'] or 0:,} + {row['completion_tokens'] or 0:,} tokens"
     size = f"{row['width']}×{row['height']}" if row["width"] else ""
-    meta = " · ".join(p for p in (tokens, _money(row["cost_usd"]), size) if p)
+    meta = " · ".join(p for p in (tokens, format_usd(row["cost_usd"]), size) if p)
     name = row["uri"].rstrip("/").rsplit("/", 1)[-1]
     return (f'<figure class="card">{image}<figcaption><p class="caption">{_e(row["caption"])}</p>'
             f'<p class="meta">{tags}{_e(meta)}</p>'

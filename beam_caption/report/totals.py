@@ -1,4 +1,7 @@
-"""Run totals computed from the Parquet files of an output directory: `beam-caption report`.
+"""Run totals computed from the Parquet files of an output directory, and report.json.
+
+This is what `beam-caption report` computes; report/text.py prints it and report/gallery.py
+renders it as a page.
 
 The report reads every captions-*.parquet and errors-*.parquet shard in the output as one table, so
 a directory that several (resumed) runs wrote to is reported as a whole; `runs` lists each run_id.
@@ -263,94 +266,3 @@ def write_text(path: str, text: str, mime_type: str) -> None:
 def write_report_json(report: dict[str, Any], path: str) -> None:
     """report.json, indented for people, through Beam FileSystems (local or gs://)."""
     write_text(path, json.dumps(report, indent=2) + "\n", "application/json")
-
-
-# ---------------------------------------------------------------------------------------------
-# The printed table
-
-
-def _dollars(value: float | None, digits: int = 6) -> str:
-    return "unknown" if value is None else f"${value:,.{digits}f}"
-
-
-def _num(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    return f"{value:,}{unit}" if isinstance(value, int) else f"{value:,.1f}{unit}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain text table: left-aligned columns separated by two spaces, a rule under the head."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(headers, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-              for row in rows]
-    return "\n".join(lines)
-
-
-def _totals_rows(report: dict[str, Any]) -> list[list[str]]:
-    tokens, latency, retries = report["tokens"], report["latency_ms"], report["retries"]
-    speed = report["throughput"]
-    cost = _dollars(report["cost_usd"])
-    if report["unpriced_captions"]:
-        cost += f" ({report['unpriced_captions']:,} captions without a price)"
-    return [
-        ["runs", f"{len(report['runs'])} ({', '.join(r['run_id'] for r in report['runs'][-3:])})"],
-        ["models", ", ".join(report["models"]) or "-"],
-        ["images", f"{report['images']:,} ({report['captions']:,} captions, "
-                   f"{report['errors']:,} errors, {report['deduplicated']:,} deduplicated)"],
-        ["tokens billed", f"{tokens['prompt']:,} prompt + {tokens['completion']:,} completion = "
-                          f"{tokens['total']:,} ({tokens['cached']:,} cached, "
-                          f"{tokens['reasoning']:,} reasoning)"],
-        ["cost", cost],
-        ["cost per 1,000 images", _dollars(report["cost_per_1000_images_usd"], 4)],
-        ["latency p50/p95/p99", " / ".join(_num(latency[k]) for k in ("p50", "p95", "p99"))
-         + " ms"],
-        ["retries", f"{retries['total']:,} ({retries['images_retried']:,} images retried)"],
-        ["throughput", f"{_num(speed['images_per_second'])} images/s between first and last "
-                       f"row ({speed['active_seconds']:,.3f} s)"],
-        *_wall(speed),
-    ]
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The report as plain text tables: totals, realtime vs batch, errors by code, top errors."""
-    parts = [f"report of {report['output']}" if report["output"] else "report",
-             _table(["total", "value"], _totals_rows(report))]
-    if report.get("journal_rows"):
-        parts.append(f"{report['journal_rows']:,} of these rows are answers of an interrupted run "
-                     "kept in _journal/, not yet in the Parquet files: run the same command with "
-                     "--resume to write them there")
-    modes = [_mode_row(mode, m) for mode, m in report["by_mode"].items()]
-    parts.append(_table(["mode", "captions", "dedup", "prompt tok", "completion tok", "cost",
-                         "per 1,000"], modes))
-    if report["errors_by_code"]:
-        parts.append(_table(["error code", "images"],
-                            [[code, f"{n:,}"] for code, n in report["errors_by_code"].items()]))
-        parts.append(_table(
-            ["count", "code", "message", "example"],
-            [[f"{e['count']:,}", e["code"], _clip(e["message"], 60),
-              _clip(e["example_uris"][0], 50)] for e in report["top_errors"]]))
-    return "\n\n".join(parts)
-
-
-def _wall(speed: dict[str, Any]) -> list[list[str]]:
-    if speed["wall_seconds"] is None:
-        return []
-    return [["wall-clock rate", f"{_num(speed['images_per_wall_second'])} images/s "
-                                f"({speed['wall_seconds']:,.1f} s including start-up)"]]
-
-
-def _mode_row(mode: str, totals: dict[str, Any]) -> list[str]:
-    if not totals["captions"]:
-        return [mode, "0", *["-"] * 5]
-    return [mode, f"{totals['captions']:,}", f"{totals['deduplicated']:,}",
-            f"{totals['prompt_tokens']:,}", f"{totals['completion_tokens']:,}",
-            _dollars(totals["cost_usd"]), _dollars(totals["cost_per_1000_images_usd"], 4)]
-
-
-def _clip(text: str, width: int) -> str:
-    """One line of at most `width` characters (messages may hold newlines)."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"

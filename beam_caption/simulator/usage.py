@@ -16,7 +16,7 @@ from beam_caption.cost import tokens
 from beam_caption.simulator.image_parts import ImageFacts
 
 # Without a price-table rule (a model added with --model), images count as 32 px patches at
-# multiplier 1, as beam_caption.cost.tokens.prompt_tokens estimates them.
+# multiplier 1, as beam_caption.cost.tokens.chat_prompt_tokens estimates them.
 FALLBACK_RULE = {"rule": "patch", "patch_px": tokens.DEFAULT_PATCH_PX,
                  "budget": tokens.DEFAULT_PATCH_BUDGET, "multiplier": 1.0}
 

@@ -110,7 +110,7 @@ def test_progress_logs_at_most_once_per_interval_and_projects_cost(caplog) -> No
 
 
 def test_snapshots_add_up_across_workers(tmp_path) -> None:
-    from beam_caption.cli.live import describe, read_snapshots
+    from beam_caption.cli.live import progress_line, read_snapshots
 
     now = [0.0]
     first = Progress(0, snapshot_dir=str(tmp_path), clock=lambda: now[0])
@@ -122,7 +122,7 @@ def test_snapshots_add_up_across_workers(tmp_path) -> None:
     (tmp_path / "progress-12345.json.tmp").write_text("{half a fi")
     totals = read_snapshots(str(tmp_path))
     assert totals == {"done": 5, "errors": 1, "tokens": 40, "cost_usd": 2.0}
-    line = describe(totals, expected=10, elapsed_s=5.0)
+    line = progress_line(totals, expected=10, elapsed_s=5.0)
     assert line == "5/10 images, 1.0/s, 1 errors, 40 tokens, $2.0000, ETA 0m05s"
 
 

@@ -13,11 +13,13 @@ from PIL import Image
 
 from beam_caption.cli import build_parser
 from beam_caption.cli import main as cli_main
-from beam_caption.cli.estimate import run_config, usd
+from beam_caption.cli.estimate import run_config
 from beam_caption.config import CaptionConfig
 from beam_caption.cost import bill
-from beam_caption.cost import estimate as est
+from beam_caption.cost import measure as ms
+from beam_caption.cost.estimate import TallyFn
 from beam_caption.cost.pricing import load_prices
+from beam_caption.cost.tally import Tally
 from beam_caption.inputs.fetch import FetchSettings
 from beam_caption.inputs.images import ImageError, PrepareSettings, prepare_image, sent_size
 from beam_caption.inputs.sources import ImageRef
@@ -46,8 +48,8 @@ def _caption(*flags: str) -> CaptionConfig:
     return run_config(args).caption
 
 
-def _spec(*flags: str) -> est.TokenSpec:
-    return est.token_spec(PRICES, _caption(*flags), max_sides=SIDES)
+def _spec(*flags: str) -> ms.TokenSpec:
+    return ms.token_spec(PRICES, _caption(*flags), max_sides=SIDES)
 
 
 # --- sent size and header reads --------------------------------------------------------------
@@ -55,7 +57,7 @@ def _spec(*flags: str) -> est.TokenSpec:
 def test_sent_size_is_the_size_prepare_image_sends(corpus) -> None:
     for path in _valid_images(corpus):
         data = path.read_bytes()
-        width, height = est.read_header_size(str(path), FetchSettings(), 89_478_485)
+        width, height = ms.read_header_size(str(path), FetchSettings(), 89_478_485)
         for side in SIDES:
             prepared = prepare_image(str(path), data, PrepareSettings(max_side=side))
             assert (prepared.width, prepared.height) == (width, height), path.name
@@ -76,7 +78,7 @@ def test_header_codes_on_the_corpus(corpus) -> None:
     codes = {}
     for path in sorted(folder.iterdir()):
         try:
-            est.read_header_size(str(path), FetchSettings(), 89_478_485)
+            ms.read_header_size(str(path), FetchSettings(), 89_478_485)
             codes[path.name] = None
         except ImageError as exc:
             codes[path.name] = exc.code
@@ -99,22 +101,22 @@ def _jpeg_with_big_header(size: tuple[int, int]) -> bytes:
 def test_header_beyond_the_prefix_reads_the_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "big_header.jpg"
     data = _jpeg_with_big_header((300, 200))
-    assert len(data) > est.HEADER_PREFIX_BYTES
+    assert len(data) > ms.HEADER_PREFIX_BYTES
     path.write_bytes(data)
-    assert est.read_header_size(str(path), FetchSettings(), 10**8) == (300, 200)
+    assert ms.read_header_size(str(path), FetchSettings(), 10**8) == (300, 200)
 
 
 def test_header_read_codes_for_missing_large_and_big_files(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as missing:
-        est.read_header_size(str(tmp_path / "nope.jpg"), FetchSettings(), 10**8)
+        ms.read_header_size(str(tmp_path / "nope.jpg"), FetchSettings(), 10**8)
     assert missing.value.code == "not_found"
     path = tmp_path / "big_header.jpg"
     path.write_bytes(_jpeg_with_big_header((300, 200)))
     with pytest.raises(ImageError) as large:
-        est.read_header_size(str(path), FetchSettings(max_bytes=est.HEADER_PREFIX_BYTES), 10**8)
+        ms.read_header_size(str(path), FetchSettings(max_bytes=ms.HEADER_PREFIX_BYTES), 10**8)
     assert large.value.code == "too_large"
     with pytest.raises(ImageError) as pixels:
-        est.read_header_size(str(path), FetchSettings(), 300 * 200 - 1)
+        ms.read_header_size(str(path), FetchSettings(), 300 * 200 - 1)
     assert pixels.value.code == "too_many_pixels"
 
 
@@ -127,7 +129,7 @@ def test_measure_equals_the_engines_estimate_for_every_model(corpus, flags) -> N
     keys = spec.keys()
     for path in _valid_images(corpus)[:6]:
         for row_prompt in (None, "What is in this picture?"):
-            measured = est.measure(ImageRef(str(path), prompt=row_prompt), spec)
+            measured = ms.measure(ImageRef(str(path), prompt=row_prompt), spec)
             assert measured.code is None
             by_key = dict(zip(keys, measured.prompt_tokens, strict=True))
             for side in SIDES:
@@ -135,7 +137,7 @@ def test_measure_equals_the_engines_estimate_for_every_model(corpus, flags) -> N
                                       PrepareSettings(max_side=side), prompt=row_prompt)
                 for name, price in [*PRICES.items(), ("unknown-model", None)]:
                     config = dataclasses.replace(spec.caption, price=price)
-                    key = est.rule_key(price.image_tokens if price else None)
+                    key = ms.rule_key(price.image_tokens if price else None)
                     assert by_key[(key, side)] == config.estimated_prompt_tokens(
                         (image.sent_width, image.sent_height), image.prompt), (name, side)
 
@@ -143,8 +145,8 @@ def test_measure_equals_the_engines_estimate_for_every_model(corpus, flags) -> N
 def test_a_manifest_prompt_replaces_the_default_prompt() -> None:
     path = str(SAMPLES / "coffee.jpg")
     spec = _spec()
-    short = est.measure(ImageRef(path), spec)
-    longer = est.measure(ImageRef(path, prompt="x" * 400), spec)
+    short = ms.measure(ImageRef(path), spec)
+    longer = ms.measure(ImageRef(path, prompt="x" * 400), spec)
     assert longer.text_tokens - short.text_tokens == 100 - 9  # 400 bytes vs 36 bytes, /4
     assert all(b - a == 91 for a, b in zip(short.prompt_tokens, longer.prompt_tokens,
                                            strict=True))
@@ -153,17 +155,17 @@ def test_a_manifest_prompt_replaces_the_default_prompt() -> None:
 def test_tally_is_order_independent_and_round_trips() -> None:
     spec = _spec()
     keys = spec.keys()
-    items = [est.measure(ImageRef(str(p)), spec) for p in sorted(SAMPLES.glob("*.jpg"))]
-    items += [est.Measured(f"/x/bad{i:02d}.jpg", code="decode_error") for i in range(12)]
-    one = est.Tally()
+    items = [ms.measure(ImageRef(str(p)), spec) for p in sorted(SAMPLES.glob("*.jpg"))]
+    items += [ms.Measured(f"/x/bad{i:02d}.jpg", code="decode_error") for i in range(12)]
+    one = Tally()
     for item in items:
         one.add(item, keys)
-    left, right = est.Tally(), est.Tally()
+    left, right = Tally(), Tally()
     for i, item in enumerate(reversed(items)):
         (left if i % 2 else right).add(item, keys)
-    merged = est.TallyFn(keys).merge_accumulators([left, right])
+    merged = TallyFn(keys).merge_accumulators([left, right])
     assert merged.to_dict() == one.to_dict()
-    assert est.Tally.from_dict(json.loads(json.dumps(one.to_dict()))) == one
+    assert Tally.from_dict(json.loads(json.dumps(one.to_dict()))) == one
     assert one.images == 8 and one.files == 20
     assert [u for u, _ in one.examples] == [f"/x/bad{i:02d}.jpg" for i in range(10)]
 
@@ -171,10 +173,10 @@ def test_tally_is_order_independent_and_round_trips() -> None:
 # --- the bill --------------------------------------------------------------------------------
 
 def _tally(images: int, prompt_per_image: int, rule: dict | None, side: int = 512,
-           unreadable: int = 0) -> est.Tally:
-    return est.Tally(images=images, text_tokens=15 * images,
-                     prompt_tokens={(est.rule_key(rule), side): prompt_per_image * images},
-                     unreadable={"decode_error": unreadable} if unreadable else {})
+           unreadable: int = 0) -> Tally:
+    return Tally(images=images, text_tokens=15 * images,
+                 prompt_tokens={(ms.rule_key(rule), side): prompt_per_image * images},
+                 unreadable={"decode_error": unreadable} if unreadable else {})
 
 
 def test_the_issue_arithmetic_full_size_photo_on_gpt_5_4_nano() -> None:
@@ -204,14 +206,14 @@ def test_cost_line_per_model_from_the_price_table(model: str) -> None:
 
 def test_unknown_model_has_tokens_but_no_cost_and_a_warning() -> None:
     tally = _tally(10, 300, None)
-    report = bill.build_report(tally.to_dict(), PRICES, bill.BillSettings("my-local-vlm", 512))
+    report = bill.bill_document(tally.to_dict(), PRICES, bill.BillSettings("my-local-vlm", 512))
     chosen = report["chosen"]
     assert chosen["input_tokens"] == 3000 and chosen["output_tokens"] == 300
     assert chosen["realtime_usd"] is None and chosen["batch_usd_worst"] is None
     assert not report["priced"]
     assert any("no price for model my-local-vlm" in w for w in report["warnings"])
     # Compared with the cheapest priced models (whose rules this tally lacks: zero tokens).
-    assert len(report["by_model"]) == 1 + est.DEFAULT_COMPARE_COUNT
+    assert len(report["by_model"]) == 1 + bill.DEFAULT_COMPARE_COUNT
 
 
 def test_prices_file_overrides_and_adds_models(tmp_path: Path) -> None:
@@ -224,7 +226,7 @@ def test_prices_file_overrides_and_adds_models(tmp_path: Path) -> None:
     prices = load_prices(str(path))
     nano = prices["gpt-5.4-nano"]
     tally = _tally(100, 400, nano.image_tokens)
-    report = bill.build_report(tally.to_dict(), prices, bill.BillSettings(
+    report = bill.bill_document(tally.to_dict(), prices, bill.BillSettings(
         "gpt-5.4-nano", 512, expected_output_tokens=20,
         compare_models=("local-llava", "gpt-4.1-nano")))
     assert report["chosen"]["realtime_usd"] == pytest.approx((40_000 * 1.0 + 2000 * 2.0) / 1e6)
@@ -248,7 +250,7 @@ def test_report_scales_a_sample_and_compares_max_sides() -> None:
     nano = PRICES["gpt-5.4-nano"]
     tally = _tally(8, 500, nano.image_tokens, unreadable=2).to_dict()
     tally.update(files_total=1000, sample=10)
-    report = bill.build_report(tally, PRICES, bill.BillSettings("gpt-5.4-nano", 512,
+    report = bill.bill_document(tally, PRICES, bill.BillSettings("gpt-5.4-nano", 512,
                                                               expected_output_tokens=100))
     assert report["sample"]["scale"] == 100
     assert (report["files"], report["images"], report["unreadable"]) == (1000, 800, 200)
@@ -256,11 +258,6 @@ def test_report_scales_a_sample_and_compares_max_sides() -> None:
     assert report["expected_output_tokens"] == 60  # capped at --max-output-tokens
     assert any("--expected-output-tokens 100" in w for w in report["warnings"])
     assert [ln["max_side"] for ln in report["by_max_side"]] == [512, 768, 0]
-
-
-def test_usd_keeps_four_significant_digits() -> None:
-    assert [usd(v) for v in (None, 0, 0.000539, 0.1433, 1.2345, 52.437, 5244.4)] == [
-        "unknown", "$0", "$0.0005390", "$0.1433", "$1.234", "$52.44", "$5,244"]
 
 
 # --- flags -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Cost arithmetic from the price table, and --prices overrides."""
+"""Cost arithmetic from the price table, --prices overrides, and how dollars are shown."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_caption.cost.pricing import load_prices
+from beam_caption.cost.pricing import format_usd, load_prices
 from beam_caption.errors import ConfigError
 
 
@@ -68,3 +68,12 @@ def test_bad_override_files_are_config_errors(tmp_path: Path, content: str) -> N
 def test_missing_override_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_prices(str(tmp_path / "nope.json"))
+
+
+def test_money_keeps_four_significant_digits_below_a_dollar_and_cents_above() -> None:
+    # The one money format of the report, the page, the estimate and the progress line.
+    assert [format_usd(v) for v in (None, 0, 0.000539, 0.1433, 1.2345, 52.437, 5244.4)] == [
+        "unknown", "$0.00", "$0.0005390", "$0.1433", "$1.23", "$52.44", "$5,244.40"]
+    assert format_usd(0.001146) == "$0.001146" and format_usd(0.000573) == "$0.0005730"
+    assert format_usd(2.0, decimals=4) == "$2.0000"
+    assert format_usd(1234.5, decimals=4) == "$1,234.5000"

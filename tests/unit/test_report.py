@@ -1,6 +1,6 @@
-"""report.py, plots.py and gallery.py on hand-made Parquet shards: the totals must equal the sums
-DuckDB computes over the same files, and the page must be self-contained and escape what a model
-wrote."""
+"""report/ on hand-made Parquet shards (totals.py, text.py, plots.py, thumbnails.py, gallery.py):
+the totals must equal the sums DuckDB computes over the same files, and the page must be
+self-contained and escape what a model wrote."""
 
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ from PIL import Image
 from beam_caption.cli import main as cli_main
 from beam_caption.errors import ConfigError
 from beam_caption.pipeline.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
-from beam_caption.report import gallery, plots
-from beam_caption.report.totals import build_report, format_report, load_tables, write_report_json
+from beam_caption.report import gallery, plots, thumbnails
+from beam_caption.report.table import text_table
+from beam_caption.report.text import format_report
+from beam_caption.report.totals import build_report, load_tables, write_report_json
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -173,6 +175,27 @@ def test_json_is_written_and_the_table_printed(two_runs: Path, tmp_path: Path) -
     for fragment in ("29 (23 captions, 6 errors, 3 deduplicated)", "1 captions without a price",
                      "http_500", "cannot identify image file", "realtime", "batch"):
         assert fragment in text, fragment
+    # Billed cost: run A 11 priced rows at 0.0001 + i * 1e-6 (i = 0..11 but 5) = 0.0011 + 61e-6,
+    # run B 8 rows at 0.00005 = 0.0004: $0.001561 in all, / 23 captions * 1,000 = $0.06787;
+    # realtime 13 captions $0.001161 ($0.08931 per 1,000), batch 10 captions $0.0004000 ($0.04000).
+    assert "$0.001561 (1 captions without a price)" in text
+    assert "cost per 1,000 images  $0.06787" in text
+    assert [ln.split()[-2:] for ln in text.splitlines() if ln.startswith(("realtime", "batch"))
+            ] == [["$0.001161", "$0.08931"], ["$0.0004000", "$0.04000"]]
+
+
+def test_one_text_table_layout_for_report_and_estimate() -> None:
+    # report: left-aligned, a rule under the header; estimate: figures right-aligned, "> " marks.
+    assert text_table(["name", "n"], [["a", "1"], ["long name", "22"]], rule=True).split("\n") == [
+        "name       n",
+        "---------  --",
+        "a          1",
+        "long name  22"]
+    assert text_table(["model", "cost"], [["a", "$1.00"], ["bb", "$10.00"]], numbers=True,
+                      marks=[False, True]).split("\n") == [
+        "  model    cost",
+        "  a       $1.00",
+        "> bb     $10.00"]
 
 
 def test_an_output_without_parquet_is_a_config_error(tmp_path: Path) -> None:
@@ -268,11 +291,11 @@ def parse(page: str) -> PageParser:
 
 def test_sample_is_deterministic_spread_and_bounded(two_runs: Path) -> None:
     captions, _, _ = load_tables(str(two_runs))
-    first = gallery.sample_captions(captions, 5)
-    assert first == gallery.sample_captions(captions.take(list(range(22, -1, -1))), 5)
+    first = thumbnails.sample_captions(captions, 5)
+    assert first == thumbnails.sample_captions(captions.take(list(range(22, -1, -1))), 5)
     assert len(first) == 5 and first == sorted(first, key=lambda r: r["uri"])
-    assert len(gallery.sample_captions(captions, 0)) == 23
-    assert len(gallery.sample_captions(captions, 100)) == 23
+    assert len(thumbnails.sample_captions(captions, 0)) == 23
+    assert len(thumbnails.sample_captions(captions, 100)) == 23
 
 
 def test_page_escapes_captions_and_loads_nothing_from_elsewhere(tmp_path: Path) -> None:
@@ -289,7 +312,7 @@ def test_page_escapes_captions_and_loads_nothing_from_elsewhere(tmp_path: Path) 
     assert page.count('class="ph"') == 1  # the missing file gets a placeholder
     assert len(parsed.srcs) == 1 and parsed.srcs[0].startswith("data:image/jpeg;base64,")
     thumb = Image.open(io.BytesIO(base64.b64decode(parsed.srcs[0].split(",", 1)[1])))
-    assert max(thumb.size) == gallery.THUMB_SIDE
+    assert max(thumb.size) == thumbnails.THUMB_SIDE
     # Nothing to fetch: the CSP forbids it, and only our own style and script (by hash) run.
     assert "default-src 'none'" in parsed.csp and "img-src data:" in parsed.csp
     for tag in ("style", "script"):

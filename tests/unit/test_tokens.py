@@ -65,3 +65,13 @@ def test_bad_sizes_and_rules_raise() -> None:
         tokens.patch_count(0, 10)
     with pytest.raises(ValueError, match="unknown image token rule"):
         tokens.image_tokens({"rule": "hexagon"}, 10, 10)
+
+
+def test_a_chat_request_is_its_texts_overhead_and_images() -> None:
+    # "Describe this photo in one sentence." = 36 bytes = 9 tokens, + 3 for its message + 3 to
+    # prime the reply; one 1024x1024 image at gpt-4o high = 765 (documented): 780 in all.
+    rule = PRICES["gpt-4o"].image_tokens
+    assert tokens.chat_prompt_tokens(rule, ["Describe this photo in one sentence."], 1,
+                                     [(1024, 1024)], "high") == 780
+    # No rule (a model missing from the price table): 32 px patches at multiplier 1.
+    assert tokens.chat_prompt_tokens(None, ["abcd"], 1, [(64, 64)]) == 1 + 3 + 3 + 4
