@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beam_caption.api.request import RequestSettings, request_key
+from beam_caption.api.structured import StructuredSpec, load_spec
 from beam_caption.auth.secrets import secret_version_name
 from beam_caption.cost import tokens
 from beam_caption.cost.pricing import ModelPrice, load_prices
@@ -26,7 +27,6 @@ from beam_caption.inputs.fetch import FetchSettings
 from beam_caption.inputs.images import PrepareSettings
 from beam_caption.options import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PROMPT
 from beam_caption.pipeline.journal import run_journal_dir
-from beam_caption.pipeline.structured import StructuredSpec, load_spec
 
 _LOG = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class CaptionConfig:
         req = self.request
         texts = [t for t in (req.system_prompt, self.prompt_for(row_prompt) or req.prompt) if t]
         rule = self.price.image_tokens if self.price else None
-        return tokens.prompt_tokens(rule, texts, len(texts), [sent_size], req.detail)
+        return tokens.chat_prompt_tokens(rule, texts, len(texts), [sent_size], req.detail)
 
     def run_settings(self) -> RunSettings:
         """What a worker process keeps about this run (spend share, journal, interrupt flag)."""

@@ -1,5 +1,5 @@
-"""Structured answers: a JSON Schema (a file or a built-in) -> response_format, validation, and
-typed Parquet columns.
+"""Structured answers: a JSON Schema (a file or a built-in) -> response_format, and validation of
+the answer (no I/O beyond reading a schema file; pipeline/schema.py turns it into Parquet columns).
 
 Two ways to ask for JSON:
 - `json_schema` (default): `response_format: {"type": "json_schema", strict: true}`; the provider
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pyarrow as pa
 
 from beam_caption.errors import ConfigError
 
@@ -106,7 +105,7 @@ def load_spec(value: str, mode: str = "json_schema") -> StructuredSpec:
         if problem:
             raise ConfigError(f"--schema is not usable in strict json_schema mode: {problem} "
                               "(fix the schema, or use --schema-mode prompt)")
-    arrow_fields(schema)  # fails early on types we cannot store
+    column_kinds(schema)  # fails early on types a column cannot hold
     # Property order is kept: it is the column order users see.
     return StructuredSpec(name, json.dumps(schema, separators=(",", ":")),
                           prompt, mode)
@@ -131,35 +130,33 @@ def check_strict(schema: dict[str, Any], path: str = "$") -> str | None:
     return None
 
 
-_SCALARS = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(),
-            "boolean": pa.bool_()}
+# How a JSON Schema value is stored: a scalar type name, ("list", item kind) or
+# ("struct", [(property, kind), ...]); pipeline/schema.py maps these to Arrow types.
+ColumnKind = str | tuple[str, Any]
+_SCALAR_KINDS = ("string", "integer", "number", "boolean")
 
 
-def arrow_type(schema: dict[str, Any], path: str = "$") -> pa.DataType:
-    """The Arrow type a JSON Schema value is stored as."""
+def column_kind(schema: dict[str, Any], path: str = "$") -> ColumnKind:
+    """How one schema value is stored; ConfigError for what no column can hold."""
     kind = schema.get("type")
     if isinstance(kind, list):  # ["string", "null"]: nullable anyway
         kinds = [k for k in kind if k != "null"]
         kind = kinds[0] if len(kinds) == 1 else None
-    if kind in _SCALARS:
-        return _SCALARS[kind]
+    if kind in _SCALAR_KINDS:
+        return kind
     if "enum" in schema and kind is None:
-        return pa.string()
+        return "string"
     if kind == "array":
-        return pa.list_(arrow_type(schema.get("items", {}), f"{path}[]"))
+        return ("list", column_kind(schema.get("items", {}), f"{path}[]"))
     if kind == "object":
-        return pa.struct(_fields(schema, path))
+        return ("struct", column_kinds(schema, path))
     raise ConfigError(f"--schema: cannot store {path} (type {kind!r}) as a column")
 
 
-def _fields(schema: dict[str, Any], path: str) -> list[pa.Field]:
-    return [pa.field(key, arrow_type(sub, f"{path}.{key}"))
+def column_kinds(schema: dict[str, Any], path: str = "$") -> list[tuple[str, ColumnKind]]:
+    """(property, kind) for each property of an object schema, in order."""
+    return [(key, column_kind(sub, f"{path}.{key}"))
             for key, sub in schema.get("properties", {}).items()]
-
-
-def arrow_fields(schema: dict[str, Any]) -> list[pa.Field]:
-    """The typed columns a schema adds to the captions table: one per top-level property."""
-    return _fields(schema, "$")
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)

@@ -26,6 +26,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.api.errors import ApiError
 from beam_caption.api.response import ChatResult, parse_response
+from beam_caption.api.structured import (
+    SchemaMismatch,
+    parse_answer,
+)
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient
 from beam_caption.batch.wire import BatchInfo
@@ -33,11 +37,6 @@ from beam_caption.config import CaptionConfig
 from beam_caption.engine.jobs import cost_usd
 from beam_caption.pipeline.rows import caption_row, error_row, error_stage
 from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
-from beam_caption.pipeline.structured import (
-    SchemaMismatch,
-    arrow_fields,
-    parse_answer,
-)
 from beam_caption.pipeline.summary import SummaryFn, summary_document, write_summary
 
 _LOG = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ def collect_shard(output: str, run: bs.RunRecord, shard: bs.ShardRecord,
     name = f"{run.run_id}-batch-{shard.index:05d}.parquet"
     if captions:
         _write_parquet(FileSystems.join(output, f"captions-{name}"), captions,
-                       captions_schema(arrow_fields(spec.schema) if spec else None))
+                       captions_schema(spec))
     if errors:
         _write_parquet(FileSystems.join(output, f"errors-{name}"), errors, ERRORS_SCHEMA)
     return len(captions), len(errors)

@@ -21,11 +21,11 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.api.request import RequestSettings
+from beam_caption.api.structured import StructuredSpec
 from beam_caption.config import CaptionConfig, EndpointConfig
 from beam_caption.cost.pricing import ModelPrice
 from beam_caption.errors import ConfigError
 from beam_caption.pipeline.rows import utc_now
-from beam_caption.pipeline.structured import StructuredSpec
 
 LEDGER_NAME = "batches.json"
 BATCH_DIR = "batch"

@@ -25,6 +25,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_caption.api.request import build_request
+from beam_caption.api.structured import SchemaMismatch, parse_answer
 from beam_caption.config import CaptionConfig
 from beam_caption.engine import metrics as m
 from beam_caption.engine.engine import AsyncEngine
@@ -36,7 +37,6 @@ from beam_caption.pipeline import rows
 from beam_caption.pipeline.journal import CAPTIONS, AnswerJournal, process_journal
 from beam_caption.pipeline.journal import ERRORS as ERRORS_TABLE
 from beam_caption.pipeline.prepare import ERRORS
-from beam_caption.pipeline.structured import SchemaMismatch, parse_answer
 
 _LOG = logging.getLogger(__name__)
 Tagged = tuple[str | None, dict[str, Any]]  # (None | ERRORS, row)

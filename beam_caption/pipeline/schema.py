@@ -1,4 +1,5 @@
-"""The Parquet schemas of the captions and errors tables (rows.py builds their rows).
+"""The Parquet schemas of the captions and errors tables (rows.py builds their rows), and the typed
+columns a --schema answer adds (a JSON Schema's properties as Arrow types).
 
 docs/SCHEMA.md documents every column; tests/integration checks that DuckDB reads the files with
 no casts. Rows are plain dicts so Beam can move them between workers cheaply.
@@ -6,8 +7,11 @@ no casts. Rows are plain dicts so Beam can move them between workers cheaply.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
+from beam_caption.api.structured import ColumnKind, StructuredSpec, column_kinds
 from beam_caption.errors import ConfigError
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -55,12 +59,32 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("created_at", TIMESTAMP, nullable=False),
 ])
 
-def captions_schema(extra: list[pa.Field] | None = None) -> pa.Schema:
-    """The captions schema, plus typed answer columns from --schema."""
-    if not extra:
+def captions_schema(spec: StructuredSpec | None = None) -> pa.Schema:
+    """The captions schema, plus the typed answer columns of a --schema spec."""
+    if spec is None:
         return CAPTIONS_SCHEMA
+    extra = arrow_fields(spec.schema)
     clash = sorted(set(CAPTIONS_SCHEMA.names) & {f.name for f in extra})
     if clash:
         raise ConfigError(f"--schema properties {clash} collide with built-in caption columns; "
                           "rename them")
     return pa.schema(list(CAPTIONS_SCHEMA) + list(extra))
+
+
+# -- typed answer columns (--schema) ----------------------------------------------------------
+
+_SCALARS = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(),
+            "boolean": pa.bool_()}
+
+
+def _arrow(kind: ColumnKind) -> pa.DataType:
+    if isinstance(kind, str):
+        return _SCALARS[kind]
+    if kind[0] == "list":
+        return pa.list_(_arrow(kind[1]))
+    return pa.struct([pa.field(name, _arrow(sub)) for name, sub in kind[1]])
+
+
+def arrow_fields(schema: dict[str, Any]) -> list[pa.Field]:
+    """The typed columns a schema adds to the captions table: one per top-level property."""
+    return [pa.field(name, _arrow(kind)) for name, kind in column_kinds(schema)]

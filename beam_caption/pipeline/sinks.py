@@ -15,8 +15,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.config import CaptionConfig, RunInfo
 from beam_caption.pipeline.journal import delete_journals
-from beam_caption.pipeline.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA, captions_schema
-from beam_caption.pipeline.structured import arrow_fields
+from beam_caption.pipeline.schema import (
+    CAPTIONS_SCHEMA,
+    ERRORS_SCHEMA,
+    captions_schema,
+)
 from beam_caption.pipeline.summary import SUMMARY_NAME, SummaryFn, write_summary
 
 OUTPUT_GLOBS = ("captions-*.parquet", "errors-*.parquet", SUMMARY_NAME, "report.json",
@@ -63,7 +66,7 @@ class WriteCaptions(beam.PTransform):
         self._output = output.rstrip("/")
         if isinstance(config, CaptionConfig):
             spec = config.structured
-            schema = schema or captions_schema(arrow_fields(spec.schema) if spec else None)
+            schema = schema or captions_schema(spec)
             if config.journal_dir:
                 journals = (*journals, config.run_id)
             config = config.run_info()

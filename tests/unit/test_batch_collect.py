@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from beam_caption.api.request import RequestSettings
+from beam_caption.api.structured import load_spec
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.collect import shard_rows
 from beam_caption.config import CaptionConfig, EndpointConfig
 from beam_caption.cost.pricing import load_prices
 from beam_caption.pipeline.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
-from beam_caption.pipeline.structured import load_spec
 
 PRICE = load_prices()["gpt-4.1-nano"]
 CONFIG = CaptionConfig(request=RequestSettings(model="gpt-4.1-nano", prompt="Describe."),

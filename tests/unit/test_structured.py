@@ -8,14 +8,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from beam_caption.errors import ConfigError
-from beam_caption.pipeline.structured import (
+from beam_caption.api.structured import (
     BUILT_IN,
     SchemaMismatch,
     check_strict,
     load_spec,
     parse_answer,
 )
+from beam_caption.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", sorted(BUILT_IN))
@@ -28,7 +28,7 @@ def test_built_ins_are_strict_and_have_prompts(name: str) -> None:
 
 
 def test_arrow_types_follow_the_schema() -> None:
-    from beam_caption.pipeline.structured import arrow_fields
+    from beam_caption.pipeline.schema import arrow_fields
 
     fields = {f.name: f.type for f in arrow_fields(load_spec("objects").schema)}
     assert fields["objects"] == pa.list_(pa.struct([("name", pa.string()),
