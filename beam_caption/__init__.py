@@ -25,8 +25,8 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "CaptionConfig": "beam_caption.config",
-    "EndpointConfig": "beam_caption.config",
-    "LimitsConfig": "beam_caption.config",
+    "EndpointConfig": "beam_caption.engine.settings",
+    "LimitsConfig": "beam_caption.engine.settings",
     "RequestSettings": "beam_caption.api.request",
     "PrepareSettings": "beam_caption.inputs.images",
     "PreparedImage": "beam_caption.inputs.images",

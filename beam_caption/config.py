@@ -1,14 +1,13 @@
-"""Frozen, picklable configuration built once from the options; what the DoFns receive.
+"""Frozen, picklable configuration: what a run is, and what the DoFns receive.
 
-Nothing here holds an API key: only where to find it (an environment variable name or a file
-path), resolved on the worker in DoFn.setup (beam_caption.auth.keys).
+`beam-caption run` builds it once from its flags (cli/run_config.py); a Beam user builds a
+CaptionConfig with `CaptionConfig.create(...)`. Nothing here holds an API key: only where to find
+it (an environment variable, a file or a secret's name), resolved on the worker (auth/keys.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import logging
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -16,64 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beam_caption.api.request import RequestSettings, request_key
-from beam_caption.api.structured import StructuredSpec, load_spec
+from beam_caption.api.structured import StructuredSpec
 from beam_caption.auth.secrets import secret_version_name
 from beam_caption.cost import tokens
 from beam_caption.cost.pricing import ModelPrice, load_prices
 from beam_caption.engine.progress import ProgressSettings
 from beam_caption.engine.run_state import RunSettings
+from beam_caption.engine.settings import EndpointConfig, LimitsConfig
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.fetch import FetchSettings
 from beam_caption.inputs.images import PrepareSettings
+from beam_caption.layout import run_journal_dir
 from beam_caption.options import DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_PROMPT
-from beam_caption.pipeline.journal import run_journal_dir
-
-_LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EndpointConfig:
-    """Where requests go and where the key is found (never the key itself)."""
-
-    base_url: str
-    api_key_env: str = "OPENAI_API_KEY"
-    api_key_file: str | None = None
-    # A Secret Manager version name (not the key): read on the worker (beam_caption.auth.secrets).
-    api_key_secret: str | None = None
-    request_timeout_s: float = 120.0
-    connect_timeout_s: float = 10.0
-
-    @property
-    def chat_completions_url(self) -> str:
-        """The chat completions endpoint under base_url."""
-        return self.base_url.rstrip("/") + "/chat/completions"
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    """Per-process request engine limits (global limits already divided by `workers`)."""
-
-    concurrency: int = 32
-    rpm: float = 0.0
-    tpm: float = 0.0
-    workers: int = 1
-    max_attempts: int = 6
-    retry_deadline_s: float = 900.0
-    backoff_base_s: float = 0.5
-    backoff_cap_s: float = 60.0
-    # A terminal error (bad key, no quota, a 400 every image gets) stops the run after this many
-    # consecutive identical failures with no success in between.
-    abort_after_identical_failures: int = 8
-
-    @property
-    def rpm_per_worker(self) -> float:
-        """This process's share of the account's requests-per-minute limit."""
-        return self.rpm / self.workers if self.rpm else 0.0
-
-    @property
-    def tpm_per_worker(self) -> float:
-        """This process's share of the account's tokens-per-minute limit."""
-        return self.tpm / self.workers if self.tpm else 0.0
 
 
 @dataclass(frozen=True)
@@ -187,7 +140,7 @@ class CaptionConfig:
         output = output.rstrip("/") if output else None
         return cls(request=RequestSettings(model=model, prompt=prompt,
                                            max_output_tokens=max_output_tokens, **request),
-                   endpoint=EndpointConfig(base_url=_resolve_base_url(base_url),
+                   endpoint=EndpointConfig(base_url=resolve_base_url(base_url),
                                            api_key_env=api_key_env,
                                            api_key_secret=(secret_version_name(api_key_secret)
                                                            if api_key_secret else None)),
@@ -242,110 +195,9 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def _resolve_base_url(flag_value: str | None) -> str:
+def resolve_base_url(flag_value: str | None) -> str:
+    """The endpoint: the flag, else $OPENAI_BASE_URL (as the official SDK reads it), else OpenAI."""
     url = flag_value or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--base-url must start with http:// or https://, got {url!r}")
     return url.rstrip("/")
-
-
-def _model_price(model: str, prices_path: str | None) -> ModelPrice | None:
-    return load_prices(prices_path).get(model)
-
-
-def build_run_config(args: argparse.Namespace, *, workers: int | None,
-                     base_url: str | None = None, expected_images: int | None = None,
-                     control_dir: str | None = None) -> RunConfig:
-    """Validate the parsed flags once into a RunConfig; raises ConfigError on bad values.
-
-    `workers`: how many worker processes will send requests (None: the runner's options do not
-    say); `control_dir`: a local run's folder for progress snapshots and the interrupt flag.
-    """
-    if not args.input and not args.manifest:
-        raise ConfigError("give at least one --input URI/glob or a --manifest file")
-    if args.temperature is not None and _is_reasoning_model(args.model, args.prices):
-        raise ConfigError(f"--temperature is not accepted by reasoning model {args.model}; "
-                          "leave it out")
-    prepare = PrepareSettings(max_side=args.max_side, jpeg_quality=args.jpeg_quality,
-                              max_pixels=args.max_pixels)
-    fetch = FetchSettings(max_bytes=args.max_download_mb * 1024 * 1024,
-                          timeout_s=args.download_timeout, allow_private=args.allow_private_urls)
-    if args.token_param == "max_tokens" and _is_reasoning_model(args.model, args.prices):
-        raise ConfigError(f"{args.model} rejects max_tokens; leave --token-param at its default")
-    structured = load_spec(args.schema, args.schema_mode) if args.schema else None
-    prompt = args.prompt or (structured.default_prompt if structured else None) or DEFAULT_PROMPT
-    request = RequestSettings(
-        model=args.model, prompt=prompt + (structured.prompt_suffix() if structured else ""),
-        system_prompt=args.system_prompt, detail=args.detail,
-        max_output_tokens=args.max_output_tokens, temperature=args.temperature,
-        token_param=args.token_param,
-        response_format=structured.response_format() if structured else None)
-    endpoint = EndpointConfig(base_url=base_url or _resolve_base_url(args.base_url),
-                              api_key_env=args.api_key_env, api_key_file=args.api_key_file,
-                              api_key_secret=_api_key_secret(args),
-                              request_timeout_s=args.request_timeout or 120.0)
-    limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
-                          workers=_worker_processes(args, workers),
-                          max_attempts=args.max_attempts, retry_deadline_s=args.retry_deadline)
-    price = _model_price(args.model, args.prices)
-    if args.max_cost_usd and price is None:
-        raise ConfigError(f"--max-cost-usd needs a price for {args.model}: add it with --prices")
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume keeps the output and --overwrite replaces it: choose one")
-    output = args.output.rstrip("/")
-    run_id = new_run_id()
-    caption = CaptionConfig(request=request, endpoint=endpoint, limits=limits, price=price,
-                            dedupe=args.dedupe, run_id=run_id, prepare=prepare,
-                            max_cost_usd=args.max_cost_usd or None,
-                            # Local runs show one live total instead of a line per worker.
-                            progress_interval_s=0.0 if control_dir else args.progress_interval,
-                            expected_images=expected_images, structured=structured,
-                            control_dir=control_dir, interrupt_grace_s=args.interrupt_grace,
-                            journal_dir=run_journal_dir(output, run_id))
-    skip = tuple(d.rstrip("/") for d in (args.incremental or ()))
-    return RunConfig(inputs=tuple(args.input or ()), manifest=args.manifest, output=output,
-                     overwrite=args.overwrite, prepare=prepare, fetch=fetch, caption=caption,
-                     simulate=args.simulate, resume=args.resume,
-                     skip_done_in=((output,) if args.resume else ()) + skip,
-                     prompt_column=args.prompt_column, batch=_batch_config(args))
-
-
-def _worker_processes(args: argparse.Namespace, known: int | None) -> int:
-    """The processes that share --rpm/--tpm/--max-cost-usd; refuses a cap it cannot divide."""
-    if args.workers_hint:
-        return args.workers_hint
-    if known is not None:
-        return known
-    if args.max_cost_usd:
-        raise ConfigError("--max-cost-usd needs the number of worker processes to divide the cap "
-                          "among them, and this runner's options do not fix it: pass "
-                          "--max_num_workers (and --machine_type), or --workers-hint N with the "
-                          "most worker processes the job may run")
-    if args.rpm or args.tpm:
-        _LOG.warning("the number of worker processes is unknown (no --max_num_workers and no "
-                     "--workers-hint): each process assumes it has the whole --rpm/--tpm")
-    return 1
-
-
-def _batch_config(args: argparse.Namespace) -> BatchConfig:
-    batch = BatchConfig(mode=args.mode, wait=args.wait, poll_interval_s=args.poll_interval,
-                        max_lines=args.batch_max_lines, max_bytes=args.batch_max_bytes)
-    if batch.enabled and args.max_cost_usd:
-        # The cap is enforced by the realtime engine as answers arrive; a batch is paid for
-        # whole. `beam-caption estimate` tells the cost before submitting.
-        raise ConfigError("--max-cost-usd applies to --mode realtime; check a batch's cost "
-                          "first with `beam-caption estimate`")
-    return batch
-
-
-def _api_key_secret(args: argparse.Namespace) -> str | None:
-    """--api-key-secret checked and completed in the launcher, so a typo fails before the job."""
-    name = getattr(args, "api_key_secret", None)
-    return secret_version_name(name) if name else None
-
-
-def _is_reasoning_model(model: str, prices_path: str | None) -> bool:
-    price = load_prices(prices_path).get(model)
-    if price is not None:
-        return price.reasoning
-    return model.startswith(("gpt-5", "o1", "o3", "o4"))

@@ -22,13 +22,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.api.request import RequestSettings
 from beam_caption.api.structured import StructuredSpec
-from beam_caption.config import CaptionConfig, EndpointConfig
+from beam_caption.config import CaptionConfig
 from beam_caption.cost.pricing import ModelPrice
+from beam_caption.engine.settings import EndpointConfig
 from beam_caption.errors import ConfigError
+from beam_caption.layout import BATCH_DIR, LEDGER_NAME
 from beam_caption.pipeline.rows import utc_now
 
-LEDGER_NAME = "batches.json"
-BATCH_DIR = "batch"
 VERSION = 2  # 1: the run's model, prompt, price and schema nested under "rows"
 # Run states: "submitting" until every shard has a batch; "submitted"; "collected" once every
 # shard's rows are written (cancelled runs end "collected" too, after their rows are written).

@@ -22,6 +22,7 @@ from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, open_client
 from beam_caption.batch.shards import BuildBatchLines, ShardInfo, WriteBatchShards
 from beam_caption.config import RunConfig
+from beam_caption.layout import BATCH_DIR
 from beam_caption.pipeline.prepare import ERRORS
 from beam_caption.pipeline.schema import ERRORS_SCHEMA
 
@@ -46,7 +47,7 @@ def record_run(output: str, template: bs.RunRecord,
 def _delete_unreferenced(output: str, run: bs.RunRecord) -> None:
     """Shard files of retried bundles: written, but never emitted, so never submitted."""
     keep = {bs.resolve(output, p) for s in run.shards for p in (s.path, s.meta)}
-    pattern = bs.resolve(output, f"{bs.BATCH_DIR}/{run.run_id}/*")
+    pattern = bs.resolve(output, f"{BATCH_DIR}/{run.run_id}/*")
     stray = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.path not in keep]
     if stray:
         FileSystems.delete(stray)

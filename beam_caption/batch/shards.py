@@ -28,6 +28,7 @@ from beam_caption.batch import ledger as bs
 from beam_caption.batch.wire import ENDPOINT
 from beam_caption.config import BatchConfig, CaptionConfig
 from beam_caption.inputs.images import PreparedImage
+from beam_caption.layout import BATCH_DIR
 from beam_caption.pipeline.prepare import ERRORS
 from beam_caption.pipeline.rows import error_row
 
@@ -168,7 +169,7 @@ class _WriteShardsDoFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         """Each bundle writes its own shard files."""
-        self._writer = ShardWriter(self._output, f"{bs.BATCH_DIR}/{self._run_id}",
+        self._writer = ShardWriter(self._output, f"{BATCH_DIR}/{self._run_id}",
                                    self._batch.max_lines, self._batch.max_bytes)
 
     def process(self, item: BatchItem) -> Iterator[Any]:

@@ -20,6 +20,7 @@ from beam_caption.batch.pipeline import submit_pending
 from beam_caption.batch.wire import TERMINAL
 from beam_caption.config import RunConfig
 from beam_caption.errors import BeamCaptionError, ConfigError, RunAborted
+from beam_caption.layout import LEDGER_NAME
 from beam_caption.pipeline.outputs import print_preview
 
 _LOG = logging.getLogger("beam_caption.batch")
@@ -98,7 +99,7 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     output = args.output.rstrip("/")
     ledger = bs.load_ledger(output)
     if not ledger.runs:
-        raise ConfigError(f"{output} has no {bs.LEDGER_NAME}: start a batch with "
+        raise ConfigError(f"{output} has no {LEDGER_NAME}: start a batch with "
                           f"`beam-caption run --mode batch --output {output} ...`")
     if args.poll_interval <= 0:
         raise ConfigError("--poll-interval must be positive")
@@ -234,7 +235,7 @@ def run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
             result.wait_until_finish()
     except BeamCaptionError as exc:  # the submission step's API error, re-raised by the runner
         raise RunAborted(f"submitting the batches failed: {exc}. What was submitted is in "
-                         f"{output}/{bs.LEDGER_NAME}; fix the cause, then `beam-caption batch "
+                         f"{output}/{LEDGER_NAME}; fix the cause, then `beam-caption batch "
                          f"submit {output}`") from None
     if not local:
         print(f"job started: it submits the batches once the request files are written; then "

@@ -13,21 +13,22 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_caption.config import RunConfig, build_run_config
-from beam_caption.cost.bill import (
+from beam_caption import job as pl
+from beam_caption.cli.run_config import build_run_config
+from beam_caption.config import RunConfig
+from beam_caption.cost.pricing import ModelPrice, format_usd, load_prices
+from beam_caption.errors import ConfigError
+from beam_caption.estimate.bill import (
     COMPARE_SIDES,
     DEFAULT_COMPARE_COUNT,
     DEFAULT_EXPECTED_OUTPUT_TOKENS,
     BillSettings,
     bill_document,
 )
-from beam_caption.cost.estimate import EstimateTokens
-from beam_caption.cost.measure import TokenSpec, token_spec
-from beam_caption.cost.pricing import ModelPrice, format_usd, load_prices
-from beam_caption.errors import ConfigError
+from beam_caption.estimate.measure import TokenSpec, token_spec
+from beam_caption.estimate.pipeline import EstimateTokens
 from beam_caption.inputs.sources import ExpandInputs, check_inputs
 from beam_caption.options import _positive_int, add_caption_arguments, unknown_beam_flags
-from beam_caption.pipeline import graph as pl
 from beam_caption.pipeline.outputs import read_table
 from beam_caption.report.table import text_table
 
@@ -211,7 +212,7 @@ def _variant_rows(lines: Sequence[Mapping[str, Any]], label: str) -> list[list[s
 
 
 def format_bill(bill: Mapping[str, Any]) -> str:
-    """The bill (cost/bill.py's bill_document) as the text `beam-caption estimate` prints."""
+    """The bill (estimate/bill.py's bill_document) as the text `beam-caption estimate` prints."""
     ch = bill["chosen"]
     images = ch["images"]
     out = [f"beam-caption estimate (no API calls were made): model {bill['model']}, "

@@ -15,16 +15,17 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_caption import job as pl
 from beam_caption.auth.keys import require_api_key
 from beam_caption.batch.ledger import check_output as check_batch_output
 from beam_caption.cli import batch as batch_cli
 from beam_caption.cli.live import LiveProgress
-from beam_caption.config import RunConfig, build_run_config
+from beam_caption.cli.run_config import build_run_config
+from beam_caption.config import RunConfig
 from beam_caption.engine.stop import INTERRUPTED
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.sources import check_inputs, count_inputs
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
-from beam_caption.pipeline import graph as pl
 from beam_caption.pipeline.journal import journal_runs
 from beam_caption.pipeline.outputs import (
     answer_sources,

@@ -25,7 +25,6 @@ import aiohttp
 from beam_caption.api.errors import ApiError, QuotaExceeded, RateLimited
 from beam_caption.api.response import ChatResult, parse_response
 from beam_caption.api.retry import backoff_delay, is_retryable
-from beam_caption.config import EndpointConfig, LimitsConfig
 from beam_caption.cost.pricing import format_usd
 from beam_caption.engine import metrics as m
 from beam_caption.engine.budget import Reservation, SpendCap
@@ -33,6 +32,7 @@ from beam_caption.engine.jobs import CaptionJob, CaptionOutcome, cost_usd
 from beam_caption.engine.loop import LoopThread
 from beam_caption.engine.pacing import Pacer
 from beam_caption.engine.run_state import RunState
+from beam_caption.engine.settings import EndpointConfig, LimitsConfig
 from beam_caption.engine.stop import StopReason
 from beam_caption.engine.transport import Transport, as_api_error
 

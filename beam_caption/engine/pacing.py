@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 
 from beam_caption.api.ratelimits import RateLimitInfo
-from beam_caption.config import LimitsConfig
 from beam_caption.engine.buckets import AdaptiveConcurrency, TokenBucket
+from beam_caption.engine.settings import LimitsConfig
 
 _LOG = logging.getLogger(__name__)
 

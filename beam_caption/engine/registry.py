@@ -7,32 +7,35 @@ run_state.py), so closing one and starting another later loses no spend share an
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from beam_caption.auth.keys import resolve_api_key
-from beam_caption.config import CaptionConfig
 from beam_caption.engine import resources
 from beam_caption.engine.engine import AsyncEngine
 from beam_caption.engine.loop import get_loop_thread
+from beam_caption.engine.settings import EndpointConfig, LimitsConfig
 
 
-def acquire_engine(config: CaptionConfig) -> AsyncEngine:
-    """The process's engine for `config`, created on first use; pair with release_engine."""
+def acquire_engine(endpoint: EndpointConfig, limits: LimitsConfig,
+                   key: Hashable) -> AsyncEngine:
+    """The process's engine for `key` (CaptionConfig.engine_key: endpoint, limits, model),
+    created on first use from `endpoint` and `limits`; pair with release_engine(key)."""
 
     def create() -> AsyncEngine:
-        endpoint = config.endpoint
         api_key = resolve_api_key(endpoint.api_key_env, endpoint.api_key_file,
                                   endpoint.api_key_secret)
-        engine = AsyncEngine(endpoint, config.limits, get_loop_thread("engine"), api_key)
+        engine = AsyncEngine(endpoint, limits, get_loop_thread("engine"), api_key)
         engine.open()
         return engine
 
-    return resources.acquire(("engine", config.engine_key()), create, AsyncEngine.close)
+    return resources.acquire(("engine", key), create, AsyncEngine.close)
 
 
-def release_engine(config: CaptionConfig) -> None:
+def release_engine(key: Hashable) -> None:
     """Drop one reference; the last one closes the engine's session."""
-    resources.release(("engine", config.engine_key()))
+    resources.release(("engine", key))
 
 
-def live_engine(config: CaptionConfig) -> AsyncEngine | None:
-    """The engine for `config` if one is open in this process (tests look)."""
-    return resources.find(("engine", config.engine_key()))
+def live_engine(key: Hashable) -> AsyncEngine | None:
+    """The engine for `key` if one is open in this process (tests look)."""
+    return resources.find(("engine", key))

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from beam_caption.api.errors import ApiError, Timeout, TransportError
-from beam_caption.config import EndpointConfig
+from beam_caption.engine.settings import EndpointConfig
 
 
 class Transport:

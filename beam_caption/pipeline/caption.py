@@ -107,7 +107,8 @@ class _CaptionDoFn(beam.DoFn):
 
     def setup(self) -> None:
         """Join (or start) this process's engine, and its state for the run."""
-        self._engine = acquire_engine(self._config)
+        config = self._config
+        self._engine = acquire_engine(config.endpoint, config.limits, config.engine_key())
         self._run = run_state(self._config.run_settings())
         journal_dir = self._config.journal_dir
         self._journal = process_journal(journal_dir) if journal_dir else None
@@ -142,7 +143,7 @@ class _CaptionDoFn(beam.DoFn):
         """Leave the engine; the last DoFn in the process closes its session."""
         if self._engine is not None:
             m.flush_to_beam(self._engine.metrics)
-            release_engine(self._config)
+            release_engine(self._config.engine_key())
             self._engine = None
         if self._journal is not None:
             self._journal.flush()

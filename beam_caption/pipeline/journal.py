@@ -34,24 +34,14 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.engine import resources
+from beam_caption.layout import journal_root
 
 _LOG = logging.getLogger(__name__)
-JOURNAL_DIR = "_journal"
 CAPTIONS, ERRORS = "captions", "errors"
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _LINES_PER_LOCAL_FILE = 50_000
 _REMOTE_FLUSH_S = 1.0
 _REMOTE_FLUSH_LINES = 5_000
-
-
-def journal_root(output: str) -> str:
-    """OUTPUT/_journal: where every run of this output keeps its journal."""
-    return FileSystems.join(output, JOURNAL_DIR)
-
-
-def run_journal_dir(output: str, run_id: str) -> str:
-    """OUTPUT/_journal/<run_id>: one run's journal files."""
-    return FileSystems.join(journal_root(output), run_id)
 
 
 def encode_line(table: str, row: dict[str, Any]) -> str:

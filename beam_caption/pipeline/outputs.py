@@ -13,9 +13,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.sources import describe_io_error
+from beam_caption.layout import OUTPUT_GLOBS
 from beam_caption.pipeline.journal import journal_files
 from beam_caption.pipeline.resume import AnswerSources
-from beam_caption.pipeline.sinks import OUTPUT_GLOBS
 
 _LOG = logging.getLogger(__name__)
 

@@ -30,7 +30,8 @@ from beam_caption.engine import metrics as m
 from beam_caption.inputs.fetch import FetchSettings, ImageReader
 from beam_caption.inputs.images import ImageError
 from beam_caption.inputs.sources import ImageRef
-from beam_caption.pipeline.journal import CAPTIONS, ERRORS, decode_line, journal_root
+from beam_caption.layout import journal_root
+from beam_caption.pipeline.journal import CAPTIONS, ERRORS, decode_line
 from beam_caption.pipeline.rows import is_billed_error
 
 ALREADY_CAPTIONED = "already_captioned"

@@ -20,10 +20,7 @@ from beam_caption.pipeline.schema import (
     ERRORS_SCHEMA,
     captions_schema,
 )
-from beam_caption.pipeline.summary import SUMMARY_NAME, SummaryFn, write_summary
-
-OUTPUT_GLOBS = ("captions-*.parquet", "errors-*.parquet", SUMMARY_NAME, "report.json",
-                "report.html")
+from beam_caption.pipeline.summary import SummaryFn, write_summary
 
 
 def _write_summary(summary: dict[str, Any], output: str, run_info: dict[str, Any],

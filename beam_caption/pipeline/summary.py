@@ -15,7 +15,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-SUMMARY_NAME = "run-summary.json"
+from beam_caption.layout import SUMMARY_NAME
 
 
 class SummaryFn(beam.CombineFn):

@@ -30,9 +30,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.errors import ConfigError
+from beam_caption.layout import SUMMARY_NAME
 from beam_caption.pipeline.outputs import read_table, unfolded_journal_rows
 from beam_caption.pipeline.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
-from beam_caption.pipeline.sinks import SUMMARY_NAME
 
 REPORT_NAME = "report.json"
 TOKEN_COLUMNS = ("prompt", "completion", "cached", "reasoning", "estimated_prompt")

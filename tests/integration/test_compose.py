@@ -198,7 +198,7 @@ def test_the_spend_share_outlives_the_engine(sim, tmp_path) -> None:
             _ = ((captioned.captions, (prepared.errors, captioned.errors) | beam.Flatten())
                  | WriteCaptions(str(out), config))
         spent.append(sim.stats()["cost_usd"]["realtime"])
-        assert engine_registry.live_engine(config) is None, "the engine was closed"
+        assert engine_registry.live_engine(config.engine_key()) is None, "the engine was closed"
     assert 0 < spent[0] < spent[1] <= 0.0006, spent
     codes = {e["code"] for e in read_rows(tmp_path / "out1", "errors")}
     assert codes == {"budget_exceeded"}, "the second engine inherited the spent share"

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from beam_caption.config import EndpointConfig, LimitsConfig
 from beam_caption.cost.pricing import load_prices
 from beam_caption.engine.engine import AsyncEngine
 from beam_caption.engine.jobs import CaptionJob, CaptionOutcome
 from beam_caption.engine.loop import LoopThread, get_loop_thread
 from beam_caption.engine.run_state import RunSettings, RunState
+from beam_caption.engine.settings import EndpointConfig, LimitsConfig
 from beam_caption.engine.stop import interrupt_reason
 
 NANO = load_prices()["gpt-5.4-nano"]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from beam_caption.cost.estimate import sample_key
 from beam_caption.cost.pricing import format_usd
+from beam_caption.estimate.pipeline import sample_key
 from beam_caption.inputs.sources import ImageRef
 from beam_caption.simulator import running_simulator
 from tests.fixtures.images import make_image_corpus

@@ -12,8 +12,9 @@ from beam_caption.api.request import RequestSettings
 from beam_caption.api.structured import load_spec
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.collect import shard_rows
-from beam_caption.config import CaptionConfig, EndpointConfig
+from beam_caption.config import CaptionConfig
 from beam_caption.cost.pricing import load_prices
+from beam_caption.engine.settings import EndpointConfig
 from beam_caption.pipeline.schema import CAPTIONS_SCHEMA, ERRORS_SCHEMA
 
 PRICE = load_prices()["gpt-4.1-nano"]

@@ -12,8 +12,9 @@ import pytest
 
 from beam_caption.api.request import RequestSettings, build_request
 from beam_caption.batch.shards import BatchItem, LineTooLarge, ShardWriter, batch_item
-from beam_caption.config import CaptionConfig, EndpointConfig
+from beam_caption.config import CaptionConfig
 from beam_caption.cost.pricing import load_prices
+from beam_caption.engine.settings import EndpointConfig
 from beam_caption.inputs.images import PrepareSettings, prepare_image
 from tests.integration.simclient import image_bytes
 

@@ -15,11 +15,11 @@ from beam_caption.cli import build_parser
 from beam_caption.cli import main as cli_main
 from beam_caption.cli.estimate import run_config
 from beam_caption.config import CaptionConfig
-from beam_caption.cost import bill
-from beam_caption.cost import measure as ms
-from beam_caption.cost.estimate import TallyFn
 from beam_caption.cost.pricing import load_prices
-from beam_caption.cost.tally import Tally
+from beam_caption.estimate import bill
+from beam_caption.estimate import measure as ms
+from beam_caption.estimate.pipeline import TallyFn
+from beam_caption.estimate.tally import Tally
 from beam_caption.inputs.fetch import FetchSettings
 from beam_caption.inputs.images import ImageError, PrepareSettings, prepare_image, sent_size
 from beam_caption.inputs.sources import ImageRef

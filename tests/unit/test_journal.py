@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from beam_caption.layout import JOURNAL_DIR, run_journal_dir
 from beam_caption.pipeline import journal as jr
 
 
@@ -15,7 +16,7 @@ def _row(i: int) -> dict:
 
 
 def test_each_answer_is_on_disk_as_soon_as_it_is_appended(tmp_path: Path) -> None:
-    journal = jr.AnswerJournal(jr.run_journal_dir(str(tmp_path), "run-1"))
+    journal = jr.AnswerJournal(run_journal_dir(str(tmp_path), "run-1"))
     journal.append(jr.CAPTIONS, _row(0))
     # No flush, no close: another process (a resume after kill -9) reads it already.
     [path] = jr.journal_files(str(tmp_path))
@@ -27,7 +28,7 @@ def test_each_answer_is_on_disk_as_soon_as_it_is_appended(tmp_path: Path) -> Non
 
 
 def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
-    journal = jr.AnswerJournal(jr.run_journal_dir(str(tmp_path), "run-1"))
+    journal = jr.AnswerJournal(run_journal_dir(str(tmp_path), "run-1"))
     journal.append(jr.CAPTIONS, _row(1))
     journal.close()
     [path] = jr.journal_files(str(tmp_path))
@@ -41,14 +42,14 @@ def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
 def test_runs_are_listed_and_deleted_one_by_one(tmp_path: Path) -> None:
     out = str(tmp_path)
     for run in ("run-a", "run-b"):
-        journal = jr.AnswerJournal(jr.run_journal_dir(out, run))
+        journal = jr.AnswerJournal(run_journal_dir(out, run))
         journal.append(jr.CAPTIONS, _row(3))
         journal.close()
     assert jr.journal_runs(out) == ("run-a", "run-b")
     assert jr.delete_journals(out, ["run-a"]) == 1
     assert jr.journal_runs(out) == ("run-b",)
     jr.delete_journals(out, ["run-b"])
-    assert not (tmp_path / jr.JOURNAL_DIR).exists(), "empty folders go too"
+    assert not (tmp_path / JOURNAL_DIR).exists(), "empty folders go too"
 
 
 def test_the_process_journal_is_one_per_run(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 
     ExpandInputs -> [sample] -> MeasureImages -> CombineGlobally(TallyFn) -> one tally dict
 
-Each worker measures its images (cost/measure.py: a header read, then prompt tokens per image
-rule and --max-side variant); TallyFn sums them into one Tally (cost/tally.py). Only the
-answer's length is left to guess, which cost/bill.py does when it turns the tally into the bill.
+Each worker measures its images (estimate/measure.py: a header read, then prompt tokens per image
+rule and --max-side variant); TallyFn sums them into one Tally (estimate/tally.py). Only the
+answer's length is left to guess, which estimate/bill.py does when it turns the tally into the bill.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_caption.cost.measure import Measured, TokenSpec, measure
-from beam_caption.cost.tally import Tally
+from beam_caption.estimate.measure import Measured, TokenSpec, measure
+from beam_caption.estimate.tally import Tally
 from beam_caption.inputs.sources import ImageRef
 
 

@@ -6,7 +6,7 @@ guarded fetcher for https:// URLs); no pixel is decoded and no model is called. 
 tokens are computed with cost/tokens.py's `chat_prompt_tokens` exactly as the run's
 `CaptionConfig.estimated_prompt_tokens` (config.py) does, for the size the image will be *sent*
 at (`sent_size`, the shrink `prepare_image` applies). The simulator bills by the same rules, so
-the estimated input tokens equal the simulated bill's. cost/estimate.py runs `measure` in Beam.
+the estimated input tokens equal the simulated bill's. estimate/pipeline.py runs `measure` in Beam.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The sums over measured inputs (cost/measure.py) that the estimate pipeline combines into one
-and the bill (cost/bill.py) reads: counts, text tokens and prompt tokens per rule and --max-side.
+"""The sums over measured inputs (estimate/measure.py) that the estimate pipeline combines into
+one and the bill (estimate/bill.py) reads: counts, text tokens and prompt tokens per rule and
+--max-side.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from beam_caption.cost.measure import Measured
+from beam_caption.estimate.measure import Measured
 
 MAX_UNREADABLE_EXAMPLES = 10
 

@@ -1,6 +1,6 @@
 """The bill from an estimate's token tally: the chosen model, alternatives, --max-side choices.
 
-Pure arithmetic over the tally (cost/tally.py) that the estimate pipeline (cost/estimate.py)
+Pure arithmetic over the tally (estimate/tally.py) that the estimate pipeline (estimate/pipeline.py)
 produces; no I/O. cli/estimate.py prints the bill document this builds (format_bill).
 """
 
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from beam_caption.cost.measure import rule_key
 from beam_caption.cost.pricing import ModelPrice
-from beam_caption.cost.tally import Tally
+from beam_caption.estimate.measure import rule_key
+from beam_caption.estimate.tally import Tally
 
 # A one-sentence caption is typically 15-30 English words; at ~1.3 tokens per word that is 20-40
 # tokens. 30 is the middle. Reasoning models may add hidden reasoning tokens, which the API bills
