@@ -67,8 +67,9 @@ class CaptionConfig:
     structured: StructuredSpec | None = None
     # Local runs: the launcher's folder for progress snapshots and the interrupt flag.
     control_dir: str | None = None
-    # Where each worker process appends the answers it paid for, as they arrive (journal.py);
-    # None keeps answers only in the pipeline (a composed pipeline that writes them itself).
+    # Where each worker process appends the answers it paid for, as they arrive
+    # (pipeline/journal.py); None keeps answers only in the pipeline (a composed pipeline that
+    # writes them itself).
     journal_dir: str | None = None
     # After Ctrl-C, requests already in flight get this long to bring their answers home.
     interrupt_grace_s: float = 30.0

@@ -48,7 +48,7 @@ def pipeline_options(beam_flags: list[str]) -> PipelineOptions:
 
 def make_runner(options: PipelineOptions) -> tuple[Any, PipelineOptions]:
     """(runner, options to run with): FnApiRunner with Ctrl-C-proof workers for local runs
-    (local_run.py), else whatever --runner names."""
+    (runner/local.py), else whatever --runner names."""
     if is_local(options):
         return local_runner(options)
     return options.view_as(StandardOptions).runner, options

@@ -6,19 +6,16 @@ says where to look (an environment variable name or a file), and the worker read
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import threading
 from pathlib import Path
-from urllib.parse import urlparse
 
+from beam_caption import resources
 from beam_caption.auth.secrets import fetch_secret
 from beam_caption.errors import ConfigError
+from beam_caption.loopback import is_loopback_url
 
 _REDACTED = "[REDACTED]"
-_installed: set[str] = set()
-_lock = threading.Lock()
 
 
 class RedactingFilter(logging.Filter):
@@ -41,20 +38,21 @@ def redact_in_logs(secret: str) -> None:
     """Install a redacting filter for `secret` on the root logger's handlers, once per process."""
     if len(secret) < 8:
         return  # too short to redact without mangling ordinary words
-    with _lock:
-        if secret in _installed:
-            return
-        _installed.add(secret)
-        root = logging.getLogger()
-        root.addFilter(RedactingFilter(secret))
-        for handler in root.handlers:
-            handler.addFilter(RedactingFilter(secret))
+    resources.kept(("redaction", secret), lambda: _install(secret))
+
+
+def _install(secret: str) -> bool:
+    root = logging.getLogger()
+    root.addFilter(RedactingFilter(secret))
+    for handler in root.handlers:
+        handler.addFilter(RedactingFilter(secret))
+    return True
 
 
 def resolve_api_key(env_name: str, key_file: str | None,
                     secret_name: str | None = None) -> str | None:
     """The API key from Secret Manager if `secret_name` is given, else from `key_file` (first
-    line), else from the environment; or None. Secrets are cached per process (secrets.py)."""
+    line), else from the environment; or None. Secrets are cached per process (auth/secrets.py)."""
     if secret_name:
         key = fetch_secret(secret_name)
     elif key_file:
@@ -83,14 +81,3 @@ def require_api_key(base_url: str, env_name: str, key_file: str | None = None,
         raise ConfigError(f"no API key: set {env_name} (or use --api-key-file / --api-key-secret) "
                           f"for {base_url}")
     return key
-
-
-def is_loopback_url(url: str) -> bool:
-    """True for http(s)://localhost and loopback IP literals: a local server needs no key."""
-    host = (urlparse(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from beam_caption import resources
 from beam_caption.api.errors import ApiError, RateLimited, ServerError
 from beam_caption.api.retry import call_with_retries
 from beam_caption.errors import ConfigError
@@ -39,8 +39,6 @@ class SecretClient(Protocol):
 
 ClientFactory = Callable[[], SecretClient]
 
-_cache: dict[str, str] = {}
-_lock = threading.Lock()
 _factory: ClientFactory | None = None
 
 
@@ -60,15 +58,9 @@ def fetch_secret(name: str) -> str:
     empty or the client library is not installed. Failures are not cached.
     """
     version = secret_version_name(name)
-    # One lock for fetch and cache: DoFn instances set up on many threads at once should
-    # cause one Secret Manager call per process, not one per thread.
-    with _lock:
-        cached = _cache.get(version)
-        if cached is not None:
-            return cached
-        value = _read(version)
-        _cache[version] = value
-        return value
+    # Kept in the process registry, whose lock is held while it is read: DoFn instances set up
+    # on many threads at once cause one Secret Manager call per process, not one per thread.
+    return resources.kept(("secret", version), lambda: _read(version))
 
 
 def _read(version: str) -> str:
@@ -135,12 +127,15 @@ def use_client_factory(factory: ClientFactory) -> Iterator[None]:
     client outlives the block.
     """
     global _factory
-    with _lock:
-        previous, _factory = _factory, factory
-        _cache.clear()
+    previous, _factory = _factory, factory
+    _forget_secrets()
     try:
         yield
     finally:
-        with _lock:
-            _factory = previous
-            _cache.clear()
+        _factory = previous
+        _forget_secrets()
+
+
+def _forget_secrets() -> None:
+    for key, _ in resources.values("secret"):
+        resources.forget(key)

@@ -34,7 +34,7 @@ from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient
 from beam_caption.batch.wire import BatchInfo
 from beam_caption.config import CaptionConfig
-from beam_caption.engine.jobs import cost_usd
+from beam_caption.cost.pricing import cost_usd
 from beam_caption.pipeline.rows import caption_row, error_row, error_stage
 from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
 from beam_caption.pipeline.summary import SummaryFn, summary_document, write_summary

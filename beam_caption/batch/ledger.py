@@ -5,7 +5,7 @@ prices, answer schema, endpoint location — never the key) and, per shard file,
 id, status and whether its rows were collected. It is written before and after every upload and
 batch creation, so a launcher that dies at any point leaves enough to continue without paying
 twice: a shard with a file id is never uploaded again, one with a batch id is never submitted
-again (and batch_api.create_once looks for a batch on the file before creating one).
+again (and batch/api.py's create_once looks for a batch on the file before creating one).
 
 Writes go to a temporary name and are renamed over batches.json (atomic on local disks; on GCS a
 copy that replaces the object whole), so a reader never sees half a document.

@@ -8,8 +8,9 @@ import contextlib
 import functools
 import logging
 
+from beam_caption.loopback import is_loopback_host
 from beam_caption.simulator.runner import SimulatorHandle, serve_until_stopped
-from beam_caption.simulator.settings import SimulatorConfig, is_loopback_host
+from beam_caption.simulator.settings import SimulatorConfig
 
 DESCRIPTION = """Run a local OpenAI-compatible server (chat completions with images, Files and
 Batch API) for the demo, tests and benchmarks. It enforces the real API's request rules, bills

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from beam_caption.api.usage import Usage
 from beam_caption.errors import ConfigError
 
 
@@ -93,3 +94,11 @@ def load_prices(overrides: str | None = None) -> dict[str, ModelPrice]:
             raise ConfigError(f"--prices file not found: {overrides}")
         table.update(_read_table(path.read_text(encoding="utf-8"), overrides))
     return table
+
+
+def cost_usd(price: ModelPrice | None, usage: Usage | None, *, batch: bool = False) -> float | None:
+    """What `usage` costs at `price` (None when the model has no price or nothing was billed)."""
+    if price is None or usage is None:
+        return None
+    return price.cost_usd(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                          batch=batch)

@@ -1,7 +1,7 @@
 """The per-process AsyncEngine: one event loop, one aiohttp session, one pacer per endpoint.
 
 Every CaptionImages DoFn in a worker process that talks to the same endpoint with the same limits
-shares one engine (engine_registry.py). The engine owns only the transport and the pacing; each
+shares one engine (engine/registry.py). The engine owns only the transport and the pacing; each
 job carries its own request body, price and run (run_state.RunState: spend share, stop, answer
 memory). So two CaptionImages with different prompts, schemas or output caps in one pipeline each
 send their own requests and pay at their own price.
@@ -25,10 +25,10 @@ import aiohttp
 from beam_caption.api.errors import ApiError, QuotaExceeded, RateLimited
 from beam_caption.api.response import ChatResult, parse_response
 from beam_caption.api.retry import backoff_delay, is_retryable
-from beam_caption.cost.pricing import format_usd
+from beam_caption.cost.pricing import cost_usd, format_usd
 from beam_caption.engine import metrics as m
 from beam_caption.engine.budget import Reservation, SpendCap
-from beam_caption.engine.jobs import CaptionJob, CaptionOutcome, cost_usd
+from beam_caption.engine.jobs import CaptionJob, CaptionOutcome
 from beam_caption.engine.loop import LoopThread
 from beam_caption.engine.pacing import Pacer
 from beam_caption.engine.run_state import RunState

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from beam_caption.api.errors import ApiError
 from beam_caption.api.response import ChatResult
 from beam_caption.api.retry import is_retryable
-from beam_caption.api.usage import Usage
 from beam_caption.cost.pricing import ModelPrice
 from beam_caption.engine.run_state import RunState
 from beam_caption.engine.stop import StopReason
@@ -50,11 +49,3 @@ class CaptionOutcome:
             return True
         error = self.error
         return error is not None and error.usage is not None and not is_retryable(error)
-
-
-def cost_usd(price: ModelPrice | None, usage: Usage | None, *, batch: bool = False) -> float | None:
-    """What `usage` costs at `price` (None when the model has no price or nothing was billed)."""
-    if price is None or usage is None:
-        return None
-    return price.cost_usd(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
-                          batch=batch)

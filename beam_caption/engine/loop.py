@@ -2,7 +2,7 @@
 
 Beam runs DoFns on several threads per worker process; aiohttp wants one event loop. Each process
 gets one daemon thread running one loop per name, created lazily and kept for the process
-(engine/resources.py).
+(resources.py).
 Callers hand it coroutines and get concurrent.futures.Future objects back.
 """
 
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from beam_caption.engine import resources
+from beam_caption import resources
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Per-worker progress: images done, images/s, errors, tokens and dollars.
 
-Each worker process keeps one `Progress` (engine/resources.py), fed by PrepareImages (images
+Each worker process keeps one `Progress` (resources.py), fed by PrepareImages (images
 that failed before any request) and the engine (every finished request). It logs a line every
 `interval_s` while work happens (the local runner forwards worker logs; Dataflow shows them in the
 worker logs; the same numbers are Beam counters) and, for local runs, writes a small JSON snapshot
@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from beam_caption.engine import resources
+from beam_caption import resources
 
 _LOG = logging.getLogger("beam_caption.engine.progress")
 SNAPSHOT_EVERY_S = 0.5

@@ -1,6 +1,6 @@
 """The per-process engine registry: every CaptionImages DoFn in a worker process shares one engine.
 
-Reference-counted in the process registry (engine/resources.py): the last DoFn to leave closes
+Reference-counted in the process registry (resources.py): the last DoFn to leave closes
 the engine's session. Nothing a run must remember lives in an engine (see
 run_state.py), so closing one and starting another later loses no spend share and no answer.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from beam_caption import resources
 from beam_caption.auth.keys import resolve_api_key
-from beam_caption.engine import resources
 from beam_caption.engine.engine import AsyncEngine
 from beam_caption.engine.loop import get_loop_thread
 from beam_caption.engine.settings import EndpointConfig, LimitsConfig

@@ -1,6 +1,6 @@
 """What one worker process knows about one run: its spend share, its stop, its answers.
 
-A RunState lives as long as the worker process (engine/resources.py, keyed by the run), not as
+A RunState lives as long as the worker process (resources.py, keyed by the run), not as
 long as an engine or a DoFn: Beam tears idle DoFns down and sets new ones up, and a spend share,
 a stop or an answer must not be forgotten when that happens. Engines are shared by runs that talk
 to the same endpoint; everything that belongs to a run is here.
@@ -19,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from beam_caption.engine import resources
+from beam_caption import resources
 from beam_caption.engine.answers import AnswerMemory
 from beam_caption.engine.budget import SpendCap
 from beam_caption.engine.loop import get_loop_thread

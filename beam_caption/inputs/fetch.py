@@ -2,7 +2,7 @@
 
 An `ImageReader` belongs to one holder (a DoFn, the gallery) and leases the process's
 `UrlFetcher` for its settings only when it meets a URL; closing the reader releases the lease,
-and the last holder to leave closes the download session (engine/resources.py), so one DoFn's
+and the last holder to leave closes the download session (resources.py), so one DoFn's
 teardown never cuts the downloads of another.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 
-from beam_caption.engine import resources
+from beam_caption import resources
 from beam_caption.inputs.download import FetchSettings, UrlFetcher
 from beam_caption.inputs.files import is_url, read_uri_bytes
 

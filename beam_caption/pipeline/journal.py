@@ -33,7 +33,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_caption.engine import resources
+from beam_caption import resources
 from beam_caption.layout import journal_root
 
 _LOG = logging.getLogger(__name__)

@@ -1,11 +1,12 @@
 """Running a job on this machine: worker processes that survive Ctrl-C, and what Ctrl-C does.
 
 The first Ctrl-C (or SIGTERM) asks every worker process to stop sending: the launcher writes a
-flag file in its control folder, which each process watches (run_state.py). Requests in flight
+flag file in its control folder, which each process watches (engine/stop.py). Requests in flight
 get a grace period to bring their answers home; images not yet sent become `interrupted` error
 rows; the pipeline then ends as usual and writes every answer to Parquet. A second Ctrl-C ends the
 worker processes and the launcher at once: what they had received is already in the answer
-journal (journal.py), which the next `--resume` reads. No worker is left running either way.
+journal (pipeline/journal.py), which the next `--resume` reads. No worker is left running
+either way.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A terminal sends Ctrl-C (SIGINT) to every process in its foreground group: the launcher and its
 FnApiRunner worker processes. Beam's own worker would die at once with a KeyboardInterrupt and
 lose the answers in flight. This one ignores SIGINT and leaves the decision to the launcher, which
-asks the workers to stop sending through a flag file (run_state.py) and waits for the answers
+asks the workers to stop sending through a flag file (engine/stop.py) and waits for the answers
 already on their way. It records its pid in the launcher's control folder, so that a second
 Ctrl-C can end it at once; SIGTERM and SIGKILL still work as usual, and a worker whose launcher
 has gone away exits on its own (Beam's control channel closes).

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from beam_caption.errors import ConfigError
+from beam_caption.loopback import is_loopback_host
 from beam_caption.simulator import batch, files
 from beam_caption.simulator.apierror import SimError, bad_request, unauthorized
 from beam_caption.simulator.chat import RECORD, RequestRecord, chat_completions
-from beam_caption.simulator.settings import SimulatorConfig, is_loopback_host
+from beam_caption.simulator.settings import SimulatorConfig
 from beam_caption.simulator.state import STATE, SimState
 from beam_caption.simulator.wire import json_response, read_json
 

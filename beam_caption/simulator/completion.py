@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from beam_caption.loopback import is_loopback_host
 from beam_caption.simulator.apierror import bad_request
 from beam_caption.simulator.image_parts import MAX_IMAGE_BYTES, ImageFacts, analyse, decode_data_url
 from beam_caption.simulator.json_answers import answer_text
-from beam_caption.simulator.settings import is_loopback_host
 from beam_caption.simulator.state import SimState
 from beam_caption.simulator.usage import Answer, cut_answer, prompt_tokens, usage_body
 from beam_caption.simulator.validation import ChatRequest, ImagePart, parse_chat_request

@@ -31,8 +31,9 @@ from aiohttp import web
 
 from beam_caption.engine.loop import LoopThread
 from beam_caption.errors import ConfigError
+from beam_caption.loopback import is_loopback_host
 from beam_caption.simulator.app import build_app
-from beam_caption.simulator.settings import SimulatorConfig, is_loopback_host
+from beam_caption.simulator.settings import SimulatorConfig
 
 READY_PREFIX = "SIMULATOR_READY "
 # Hung "timeout" handlers must not delay shutdown: give in-flight requests this long.

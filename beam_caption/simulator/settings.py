@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,13 +110,3 @@ def _check_config(cfg: SimulatorConfig) -> None:
         raise ConfigError("the fault rates add up to more than 1")
     if cfg.api_key is not None and not cfg.api_key:
         raise ConfigError("api_key must be non-empty (or None to accept any key)")
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for 'localhost' and loopback IP literals (127.0.0.0/8, ::1)."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

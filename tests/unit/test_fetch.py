@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from apache_beam.io.filesystem import BeamIOError
 
-from beam_caption.engine import resources
+from beam_caption import resources
 from beam_caption.engine.loop import LoopThread
 from beam_caption.inputs.download import (
     FetchSettings,
