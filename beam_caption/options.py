@@ -146,6 +146,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
            ENGINE, type=_non_negative_float, default=0.0, metavar="N"),
     Option("--tpm", "the account's tokens-per-minute limit, shared by all workers (0 = none)",
            ENGINE, type=_non_negative_float, default=0.0, metavar="N"),
+    Option("--rate-limiter", "share --rpm/--tpm across every worker through an Envoy rate-limit "
+           "service instead of dividing them: envoy://HOST:PORT[/DOMAIN] (domain default "
+           "beam-caption; descriptors limit=rpm with 1 hit per request, limit=tpm with the "
+           "request's estimated tokens)", ENGINE, metavar="URL"),
     Option("--workers-hint", "expected number of worker processes, to divide --rpm/--tpm/"
            "--max-cost-usd; default: from the runner's options", ENGINE, type=_positive_int,
            metavar="N"),

@@ -67,7 +67,8 @@ def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: 
                               request_timeout_s=args.request_timeout or 120.0)
     limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
                           workers=_worker_processes(args, workers),
-                          max_attempts=args.max_attempts, retry_deadline_s=args.retry_deadline)
+                          max_attempts=args.max_attempts, retry_deadline_s=args.retry_deadline,
+                          rate_limiter=args.rate_limiter)
     run_id = new_run_id()
     return CaptionConfig(request=_request_settings(args, structured, price), endpoint=endpoint,
                          limits=limits, price=price, dedupe=args.dedupe, run_id=run_id,

@@ -38,6 +38,8 @@ class LimitsConfig:
     # A terminal error (bad key, no quota, a 400 every image gets) stops the run after this many
     # consecutive identical failures with no success in between.
     abort_after_identical_failures: int = 8
+    # envoy://HOST:PORT[/DOMAIN]: --rpm/--tpm enforced by a shared rate-limit service, not divided.
+    rate_limiter: str | None = None
 
     @property
     def rpm_per_worker(self) -> float:
