@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from beam_caption.auth.gcloud import settle_gcs_credentials
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, open_client
 from beam_caption.batch.collect import collect_run, note_status
@@ -97,6 +98,7 @@ class Clients:
 def main(args: argparse.Namespace, extra: list[str]) -> int:
     """Dispatch the action; returns the exit code."""
     output = args.output.rstrip("/")
+    settle_gcs_credentials([output])
     ledger = bs.load_ledger(output)
     if not ledger.runs:
         raise ConfigError(f"{output} has no {LEDGER_NAME}: start a batch with "

@@ -14,6 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_caption import job as pl
+from beam_caption.auth.gcloud import settle_gcs_credentials
 from beam_caption.cli.run_config import build_run_config
 from beam_caption.config import RunConfig
 from beam_caption.cost.pricing import ModelPrice, format_usd, load_prices
@@ -104,6 +105,7 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
                           "pipeline option; see beam-caption estimate --help)")
     options = estimate_pipeline_options(beam_flags)
     local = pl.is_local(options)
+    settle_gcs_credentials([*(args.input or ()), args.manifest or "", args.output or ""])
     if not local and not args.output:
         raise ConfigError("with a remote --runner, give --output DIR (e.g. gs://...) to receive "
                           "the estimate")

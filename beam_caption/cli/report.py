@@ -56,8 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, extra: list[str]) -> int:
     """Print the totals, write report.json and, with --html, the gallery page."""
     # Imported here: pyarrow and Beam's filesystems are slow to import; `--help` needs neither.
+    from beam_caption.auth.gcloud import settle_gcs_credentials
     from beam_caption.report import totals as rp
     from beam_caption.report.text import format_report
+
+    settle_gcs_credentials([args.output, args.html or ""])
     captions, errors, journal_rows = rp.load_tables(args.output)
     report = rp.build_report(captions, errors, output=args.output,
                              summary=rp.load_summary(args.output), top_errors=args.top_errors,

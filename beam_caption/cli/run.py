@@ -16,7 +16,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_caption import job as pl
+from beam_caption.auth.gcloud import settle_gcs_credentials
 from beam_caption.auth.keys import require_api_key
+from beam_caption.auth.secrets import check_secret_access
 from beam_caption.batch.ledger import check_output as check_batch_output
 from beam_caption.cli import batch as batch_cli
 from beam_caption.cli.live import LiveProgress
@@ -25,6 +27,7 @@ from beam_caption.config import RunConfig
 from beam_caption.engine.stop import INTERRUPTED
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.sources import check_inputs, count_inputs
+from beam_caption.loopback import is_loopback_url
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
 from beam_caption.pipeline.journal import journal_runs
 from beam_caption.pipeline.outputs import (
@@ -85,6 +88,8 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
                           "pipeline option; see beam-caption run --help)")
     options = pl.pipeline_options(beam_flags)
     local = pl.is_local(options)
+    settle_gcs_credentials([*(args.input or ()), args.manifest or "", args.output,
+                            *(args.incremental or ())])
     check_inputs(list(args.input or ()), args.manifest)
     expected = count_inputs(list(args.input or ()), args.manifest) if local else None
     workers, how = pl.expected_worker_processes(options)
@@ -199,10 +204,24 @@ def _endpoint(args: argparse.Namespace) -> Iterator[str | None]:
 
 
 def _check_key(config: RunConfig, local: bool) -> None:
-    """Fail before any work when a remote endpoint needs a key this machine does not have."""
+    """Fail before any work when the endpoint needs a key the job's workers could not get.
+
+    A local run reads it here (environment, file; a secret is read by the workers). A remote
+    runner's workers see neither this machine's environment nor its files: a remote endpoint
+    needs --api-key-secret, and the secret is read once from here before the job is submitted.
+    """
     endpoint = config.caption.endpoint
-    if local and not endpoint.api_key_secret:  # a secret is read on the workers
-        require_api_key(endpoint.base_url, endpoint.api_key_env, endpoint.api_key_file)
+    if local:
+        if not endpoint.api_key_secret:
+            require_api_key(endpoint.base_url, endpoint.api_key_env, endpoint.api_key_file)
+        return
+    if is_loopback_url(endpoint.base_url):
+        return  # the workers' own loopback (a server beside them) needs no key
+    if not endpoint.api_key_secret:
+        raise ConfigError(f"a remote run needs --api-key-secret for {endpoint.base_url}: its "
+                          "workers see neither this machine's environment nor its files, so "
+                          "$OPENAI_API_KEY, --api-key-env and --api-key-file cannot reach them")
+    check_secret_access(endpoint.api_key_secret)
 
 
 def _beam_counters(result: Any) -> dict[str, Any]:

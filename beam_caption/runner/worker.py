@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 
+from beam_caption.auth.gcloud import settle_in_worker
+
 CONTROL_DIR_ENV = "BEAM_CAPTION_CONTROL_DIR"
 
 
@@ -32,6 +34,7 @@ def main() -> None:
     """Ignore SIGINT, note the pid, then run Beam's SDK worker with this process's arguments."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _record_pid()
+    settle_in_worker()
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)
