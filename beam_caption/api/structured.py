@@ -1,5 +1,6 @@
-"""Structured answers: a JSON Schema (a file or a built-in) -> response_format, and validation of
-the answer (no I/O beyond reading a schema file; pipeline/schema.py turns it into Parquet columns).
+"""Structured answers: a JSON Schema (a file's text or a built-in) -> response_format, and
+validation of the answer (no I/O: the caller reads a schema file; pipeline/schema.py turns the
+schema into Parquet columns).
 
 Two ways to ask for JSON:
 - `json_schema` (default): `response_format: {"type": "json_schema", strict: true}`; the provider
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -77,21 +78,27 @@ class StructuredSpec:
                 f"Schema:\n{self.schema_json}")
 
 
-def load_spec(value: str, mode: str = "json_schema") -> StructuredSpec:
-    """`--schema` value -> StructuredSpec: a built-in name or a JSON Schema file."""
-    if value in BUILT_IN:
+def load_spec(value: str, mode: str = "json_schema", text: str | None = None) -> StructuredSpec:
+    """`--schema` value -> StructuredSpec: a built-in name, or a JSON Schema file's `text`.
+
+    This package does no I/O: the caller reads the file named `value` (a local path or gs://,
+    cli/run_config.py does it through Beam FileSystems) and passes its text; `value` then only
+    names the schema (its file name) and the messages.
+    """
+    if text is None:
+        if value not in BUILT_IN:
+            raise ConfigError(f"--schema {value!r} is neither a file nor one of the built-in "
+                              f"schemas ({', '.join(BUILT_IN)})")
         schema, prompt = BUILT_IN[value]
         name = value.replace("-", "_")
     else:
-        path = Path(value)
-        if not path.is_file():
-            raise ConfigError(f"--schema {value!r} is neither a file nor one of the built-in "
-                              f"schemas ({', '.join(BUILT_IN)})")
         try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
+            schema = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--schema {value} is not valid JSON: {exc}") from None
-        prompt, name = None, re.sub(r"[^a-zA-Z0-9_-]", "_", path.stem)[:64] or "answer"
+        # The file's name without folders or extension, local or gs:// alike.
+        stem = PurePosixPath(value.rstrip("/")).stem
+        prompt, name = None, re.sub(r"[^a-zA-Z0-9_-]", "_", stem)[:64] or "answer"
     if (not isinstance(schema, dict) or schema.get("type") != "object"
             or not isinstance(schema.get("properties"), dict)):
         raise ConfigError("--schema must describe a JSON object with properties (its fields "

@@ -6,7 +6,8 @@ version; each worker process reads it once, in DoFn.setup via keys.resolve_api_k
 worker's service account (it needs roles/secretmanager.secretAccessor on the secret).
 
 google-cloud-secret-manager is imported only here and only when a secret is asked for (the
-`secrets` extra; apache-beam[gcp] also brings it). Tests replace the client through
+`secrets` extra; apache-beam[gcp] also brings it). Before a remote job is submitted, the launcher
+reads it once (`check_secret_access`) and discards it. Tests replace the client through
 `use_client_factory`, the one seam. Error messages name the secret, never its value.
 """
 
@@ -61,6 +62,22 @@ def fetch_secret(name: str) -> str:
     # Kept in the process registry, whose lock is held while it is read: DoFn instances set up
     # on many threads at once cause one Secret Manager call per process, not one per thread.
     return resources.kept(("secret", version), lambda: _read(version))
+
+
+def check_secret_access(name: str) -> None:
+    """Read the secret once from this machine and discard it: the launcher's check before a
+    remote job is submitted, so a typo, a missing version or a missing grant fails here, in one
+    line, instead of on every worker after they have started. Raises ConfigError.
+
+    The value is not cached (workers read it themselves) and never appears in the message. It is
+    read with this machine's credentials; for a Flex Template the launcher VM runs as the workers'
+    service account, so that is the account the check proves.
+    """
+    version = secret_version_name(name)
+    try:
+        _read(version)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (checked before submitting the job)") from None
 
 
 def _read(version: str) -> str:

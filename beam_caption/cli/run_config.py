@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import logging
 
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
 from beam_caption.api.request import RequestSettings
-from beam_caption.api.structured import StructuredSpec, load_spec
+from beam_caption.api.structured import BUILT_IN, StructuredSpec, load_spec
 from beam_caption.auth.secrets import secret_version_name
 from beam_caption.config import (
     BatchConfig,
@@ -57,7 +60,7 @@ def build_run_config(args: argparse.Namespace, *, workers: int | None,
 def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: str, *,
                     workers: int | None, base_url: str | None, expected_images: int | None,
                     control_dir: str | None) -> CaptionConfig:
-    structured = load_spec(args.schema, args.schema_mode) if args.schema else None
+    structured = _structured_spec(args)
     price = load_prices(args.prices).get(args.model)
     if args.max_cost_usd and price is None:
         raise ConfigError(f"--max-cost-usd needs a price for {args.model}: add it with --prices")
@@ -68,7 +71,9 @@ def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: 
     limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
                           workers=_worker_processes(args, workers),
                           max_attempts=args.max_attempts, retry_deadline_s=args.retry_deadline,
-                          rate_limiter=args.rate_limiter)
+                          rate_limiter=args.rate_limiter,
+                          workers_source="--workers-hint" if args.workers_hint else (
+                              "the runner's options" if workers is not None else None))
     run_id = new_run_id()
     return CaptionConfig(request=_request_settings(args, structured, price), endpoint=endpoint,
                          limits=limits, price=price, dedupe=args.dedupe, run_id=run_id,
@@ -78,6 +83,40 @@ def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: 
                          expected_images=expected_images, structured=structured,
                          control_dir=control_dir, interrupt_grace_s=args.interrupt_grace,
                          journal_dir=run_journal_dir(output, run_id))
+
+
+# A JSON Schema is a few kilobytes; anything this large is the wrong file.
+_MAX_SCHEMA_BYTES = 1024 * 1024
+
+
+def _structured_spec(args: argparse.Namespace) -> StructuredSpec | None:
+    """--schema: a built-in name, or a JSON Schema file read here, through Beam FileSystems, so a
+    local path and gs:// both work (a Flex Template's launcher has only gs:// to read from)."""
+    if not args.schema:
+        return None
+    # A built-in name wins over a file of that name; a missing file is load_spec's error.
+    text = None if args.schema in BUILT_IN else _read_schema(args.schema)
+    return load_spec(args.schema, args.schema_mode, text=text)
+
+
+def _read_schema(path: str) -> str | None:
+    """The schema file's text, or None when there is no such file; ConfigError (one line) when
+    it cannot be read."""
+    try:
+        if not FileSystems.exists(path):
+            return None
+        # UNCOMPRESSED: Beam's default (AUTO) would gunzip a file named *.gz behind our back.
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            data = handle.read(_MAX_SCHEMA_BYTES + 1)
+    except Exception as exc:  # an unknown scheme (ValueError), BeamIOError, auth errors
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"cannot read --schema {path} ({type(exc).__name__}: {detail})") from None
+    if len(data) > _MAX_SCHEMA_BYTES:
+        raise ConfigError(f"--schema {path} is larger than {_MAX_SCHEMA_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--schema {path} is not UTF-8 text") from None
 
 
 def _request_settings(args: argparse.Namespace, structured: StructuredSpec | None,

@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from beam_caption.api.structured import BUILT_IN
 from beam_caption.auth.secrets import SECRET_NAME_PATTERN
 from beam_caption.errors import ConfigError
 from beam_caption.options import RUN_OPTIONS, Option
@@ -30,7 +31,8 @@ TEMPLATE_DESCRIPTION = (
     "and run-summary.json to the output folder. The API key comes from Secret Manager "
     "(api_key_secret), never from a parameter value.")
 METADATA_FILE = "templates/metadata.json"
-# Set in templates/Dockerfile to the image's own URI: the workers then run the launcher's image.
+# Set in templates/Dockerfile's launcher stage to the digest-pinned worker image it was built
+# from (the launcher's own files): the launcher passes it as --sdk_container_image.
 IMAGE_ENV = "BEAM_CAPTION_IMAGE"
 
 # `run` flags a template does not offer, and why (a test checks each still exists).
@@ -45,15 +47,35 @@ NOT_TEMPLATE_PARAMETERS: dict[str, str] = {
 }
 
 _ANY_TEXT = r"[^\n\r]+"
-# Flags whose values are locations: a console picker type and the value's shape.
+# Flags whose values are locations: a console picker type and the value's shape. Only schemes the
+# image can read: it has Beam's GCS filesystem and Google credentials, but no S3 filesystem (no
+# boto3) and no AWS credentials, and a local path would name a file in the launcher container,
+# which the workers do not have.
 _LOCATIONS: dict[str, tuple[str, str]] = {
-    "--input": ("TEXT", rf"^(gs|s3|https?)://{_ANY_TEXT}$"),
-    "--manifest": ("GCS_READ_FILE", rf"^(gs|s3)://{_ANY_TEXT}$"),
+    "--input": ("TEXT", rf"^(gs|https?)://{_ANY_TEXT}$"),
+    "--manifest": ("GCS_READ_FILE", rf"^gs://{_ANY_TEXT}$"),
     "--output": ("GCS_WRITE_FOLDER", rf"^gs://{_ANY_TEXT}$"),
     "--incremental": ("GCS_READ_FOLDER", rf"^gs://{_ANY_TEXT}$"),
     "--base-url": ("TEXT", rf"^https?://{_ANY_TEXT}$"),
     "--api-key-secret": ("TEXT", SECRET_NAME_PATTERN),
+    # The built-in names are lowercase words and hyphens: nothing to escape for any regex engine.
+    "--schema": ("TEXT", rf"^(gs://{_ANY_TEXT}|{'|'.join(BUILT_IN)})$"),
 }
+# The run options' help names what a local run reads (local paths, s3://); the template's form
+# says what the image reads.
+_TEMPLATE_HELP: dict[str, str] = {
+    "--input": "image URIs: a gs:// glob (** recurses) or an https:// URL (no s3:// or local "
+               "paths: the image has no S3 filesystem or AWS credentials, and the workers do not "
+               "see the launcher's files)",
+    "--manifest": "a gs:// file listing images: .txt (one URI per line), or .csv/.jsonl/.parquet "
+                  "with a 'uri' column and optional 'id' and 'prompt' columns; its URIs must be "
+                  "gs:// or https://",
+    "--schema": "structured answers: a JSON Schema file on gs:// (read by the launcher), or a "
+                f"built-in: {', '.join(BUILT_IN)}; its top-level properties become typed Parquet "
+                "columns and answers that do not validate become schema_mismatch error rows",
+}
+# A container image named by digest: what the workers run cannot change after the launch.
+_PINNED_IMAGE = re.compile(r"[^\s@]+@sha256:[0-9a-f]{64}")
 _EXAMPLES: dict[str, str] = {
     "--input": "gs://my-bucket/photos/**/*.jpg",
     "--output": "gs://my-bucket/captions/run1",
@@ -122,7 +144,7 @@ def _default_text(opt: Option) -> str | None:
 
 def _help_text(opt: Option) -> str:
     # Other flags named in the help are spelled as the template parameters they become.
-    text = _FLAG.sub(lambda m: m.group(1).replace("-", "_"), opt.help)
+    text = _FLAG.sub(lambda m: m.group(1).replace("-", "_"), _TEMPLATE_HELP.get(opt.flag, opt.help))
     sentences = [text[:1].upper() + text[1:]]
     if opt.action == "append":
         sentences.append("A template takes one value")
@@ -173,9 +195,9 @@ def launcher_argv(argv: Sequence[str], image: str | None = None) -> list[str]:
 
     Template parameters arrive as --name=value in underscore spelling; booleans as true/false.
     Anything else (Beam and Dataflow options such as --project, --temp_location) passes through.
-    The job always runs on Dataflow; with `image` (this container's URI) the workers run the same
-    image, where beam-caption is already installed, so the staged setup package is dropped and
-    workers start without pip installs.
+    The job always runs on Dataflow; with `image` (the worker image this launcher was built from,
+    which must be pinned by digest) the workers run it, where beam-caption is already installed,
+    so the staged setup package is dropped and workers start without pip installs.
     """
     by_name = {parameter_name(opt): opt for opt in template_options()}
     args: list[str] = []
@@ -201,12 +223,22 @@ def _boolean_flag(opt: Option, value: str) -> list[str]:
     return [f"--no-{opt.flag[2:]}"] if opt.action == "bool" else []
 
 
+def is_pinned_image(ref: str) -> bool:
+    """True for an image named by digest (REPOSITORY@sha256:<64 hex>), which can never move."""
+    return bool(_PINNED_IMAGE.fullmatch(ref))
+
+
 def _dataflow_defaults(args: list[str], image: str | None) -> list[str]:
     flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
     if "--runner" not in flags:
         args.append("--runner=DataflowRunner")  # never run the job inside the launcher VM
     if not image:
         return args
+    if not is_pinned_image(image):
+        # A tag can be pushed over between launches: the workers would run other code than the
+        # launcher that built the job.
+        raise ConfigError(f"{IMAGE_ENV}={image} is not pinned by digest (IMAGE@sha256:...); "
+                          "build the image with `make template-build`")
     if "--sdk_container_image" not in flags:
         args.append(f"--sdk_container_image={image}")
     if f"--sdk_container_image={image}" in args and "--setup_file" in flags:

@@ -3,7 +3,9 @@ the real `run` command (and the Flex Template entry point) without submitting an
 
 Proves: the pipeline translates for Dataflow; neither the serialized options nor any pickled
 function carries the API key; the Reshuffle after input expansion (the fusion break) is in the
-graph; nothing connects beyond loopback.
+graph; a remote run refuses to launch without --api-key-secret, and reads the secret once (through
+a fake Secret Manager client at secrets.use_client_factory) before it builds the job; a gs://
+--schema is read by the launcher (from a GCS emulator); nothing connects beyond loopback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import runpy
 import socket
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,18 +27,24 @@ import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 from apache_beam.runners.dataflow.internal import apiclient
+from google.api_core import exceptions as gexc
 
+from beam_caption.auth import secrets
 from beam_caption.dataflow import template
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import run_cli
+from tests.unit.test_secrets import FakeSecretManager
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTINEL = "sk-sentinel-" + "5eC2e7" * 6
+# What the fake Secret Manager holds: read once by the launcher's check, never put in the job.
+SECRET_VALUE = "sk-secret-" + "9dA4b1" * 6
 SECRET = "projects/demo-project/secrets/openai-api-key/versions/7"
 PROMPT = "Name the landmark in this photo (dry-run marker 7f3a)."
-IMAGE = "us-central1-docker.pkg.dev/demo-project/repo/beam-caption:dry-run"
+# As `make template-build` sets it in the launcher image: the worker image, pinned by digest.
+IMAGE = "us-central1-docker.pkg.dev/demo-project/repo/beam-caption@sha256:" + "c0ffee42" * 8
 
 
 class CapturingDataflowRunner(DataflowRunner):
@@ -90,6 +99,23 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return attempts
 
 
+@pytest.fixture
+def secret_manager() -> Iterator[FakeSecretManager]:
+    """A Secret Manager holding SECRET_VALUE, behind the one seam (secrets.use_client_factory)."""
+    fake = FakeSecretManager(SECRET_VALUE.encode())
+    with secrets.use_client_factory(lambda: fake):
+        yield fake
+
+
+def key_is_nowhere(job: apiclient.Job) -> None:
+    """Neither the launcher's environment key nor the secret's value is in the job."""
+    text = job_json(job)
+    raw = job.proto_pipeline.SerializeToString()
+    payloads = unpacked_payloads(job.proto_pipeline)
+    for key in (SENTINEL, SECRET_VALUE):
+        assert key not in text and key.encode() not in raw and key.encode() not in payloads
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
@@ -141,10 +167,13 @@ def subtransform_urns(pipeline: beam_runner_api_pb2.Pipeline, transform: Any) ->
 
 
 def test_the_run_command_translates_for_dataflow_without_the_key(photos: Path, tmp_path: Path,
-                                                                  loopback_only) -> None:
+                                                                  loopback_only,
+                                                                  secret_manager) -> None:
     code = run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
                    "--api-key-secret", SECRET, "--prompt", PROMPT, *DRY_RUN)
     assert code == 0  # the launcher returned after submitting; it did not wait for the job
+    # The launcher read the secret once to check it, before building the job.
+    assert secret_manager.requests == [({"name": SECRET}, 30.0)]
     [job] = CapturingDataflowRunner.jobs
     pipeline = job.proto_pipeline
     for step in ("ExpandInputs", "PrepareImages", "CaptionImages", "WriteCaptions"):
@@ -159,15 +188,51 @@ def test_the_run_command_translates_for_dataflow_without_the_key(photos: Path, t
     # Pickled functions: the config names the secret and carries the prompt, never the key.
     payloads = unpacked_payloads(pipeline)
     assert PROMPT.encode() in payloads and SECRET.encode() in payloads  # the search works
-    assert SENTINEL.encode() not in payloads
-    assert SENTINEL.encode() not in pipeline.SerializeToString()
+    key_is_nowhere(job)
+    assert loopback_only == []
+
+
+def test_a_remote_run_without_a_secret_does_not_launch(photos: Path, tmp_path: Path,
+                                                      loopback_only, secret_manager,
+                                                      capsys) -> None:
+    # OPENAI_API_KEY is set here, and --api-key-env/--api-key-file would be readable too: none
+    # of them reaches Dataflow workers.
+    key_file = tmp_path / "key"
+    key_file.write_text(SENTINEL)
+    for flags in ([], ["--api-key-file", str(key_file)], ["--api-key-env", "OPENAI_API_KEY"]):
+        code = run_cli("run", "--input", str(photos / "*.jpg"), "--output",
+                       str(tmp_path / "out"), *flags, *DRY_RUN)
+        assert code == 2 and CapturingDataflowRunner.jobs == []
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert "--api-key-secret" in line and "https://api.openai.com/v1" in line
+        assert SENTINEL not in line
+    assert secret_manager.requests == []
+
+
+@pytest.mark.parametrize(("error", "fragment"), [
+    (gexc.PermissionDenied("Permission 'secretmanager.versions.access' denied"),
+     "roles/secretmanager.secretAccessor"),
+    (gexc.NotFound("Secret Version [projects/1/secrets/openai-api-key/versions/7] not found"),
+     "not found"),
+])
+def test_a_secret_the_launcher_cannot_read_stops_the_launch(photos: Path, tmp_path: Path,
+                                                            loopback_only, secret_manager,
+                                                            capsys, error: Exception,
+                                                            fragment: str) -> None:
+    secret_manager.error = error
+    code = run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
+                   "--api-key-secret", SECRET, *DRY_RUN)
+    assert code == 2 and CapturingDataflowRunner.jobs == []
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert fragment in line and SECRET in line and SECRET_VALUE not in line
+    assert len(secret_manager.requests) == 1  # a permanent error is not retried
     assert loopback_only == []
 
 
 def test_the_reshuffle_after_input_expansion_breaks_fusion(photos: Path, tmp_path: Path,
-                                                           loopback_only) -> None:
+                                                           loopback_only, secret_manager) -> None:
     assert run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
-                   *DRY_RUN) == 0
+                   "--api-key-secret", SECRET, *DRY_RUN) == 0
     pipeline = CapturingDataflowRunner.jobs[-1].proto_pipeline
     [reshuffle] = transforms_named(pipeline, "ExpandInputs/Reshuffle")
     # A GroupByKey inside is what makes Dataflow materialize and redistribute the images.
@@ -180,7 +245,8 @@ def test_the_reshuffle_after_input_expansion_breaks_fusion(photos: Path, tmp_pat
 
 
 def test_the_flex_template_entry_point_builds_the_job(photos: Path, tmp_path: Path,
-                                                      loopback_only, monkeypatch) -> None:
+                                                      loopback_only, secret_manager,
+                                                      monkeypatch) -> None:
     """templates/launch.py as the launcher runs it: underscore parameters, true/false booleans,
     the setup file from FLEX_TEMPLATE_PYTHON_SETUP_FILE, and this image's URI in the env."""
     monkeypatch.setenv(template.IMAGE_ENV, IMAGE)
@@ -201,15 +267,17 @@ def test_the_flex_template_entry_point_builds_the_job(photos: Path, tmp_path: Pa
     images = {beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
               for env in job.proto_pipeline.components.environments.values()}
     assert images == {IMAGE}
+    assert len(secret_manager.requests) == 1
+    key_is_nowhere(job)
     assert loopback_only == []
 
 
 def test_the_paid_calls_are_checkpointed_before_the_writes(photos: Path, tmp_path: Path,
-                                                           loopback_only) -> None:
+                                                           loopback_only, secret_manager) -> None:
     # Dataflow fuses steps and retries a failed bundle whole: without a checkpoint, a failed
     # Parquet write would call the model again for every image of the bundle.
     assert run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
-                   *DRY_RUN) == 0
+                   "--api-key-secret", SECRET, *DRY_RUN) == 0
     pipeline = CapturingDataflowRunner.jobs[-1].proto_pipeline
     [checkpoint] = transforms_named(pipeline, "CaptionImages/CheckpointCaptions")
     assert "beam:transform:group_by_key:v1" in subtransform_urns(pipeline, checkpoint)
@@ -220,8 +288,10 @@ def test_the_paid_calls_are_checkpointed_before_the_writes(photos: Path, tmp_pat
 
 
 def test_a_spend_cap_needs_a_known_number_of_worker_processes(photos: Path, tmp_path: Path,
-                                                               loopback_only, capsys) -> None:
-    unbounded = [flag for flag in DRY_RUN if not flag.startswith("--max_num_workers")]
+                                                               loopback_only, secret_manager,
+                                                               capsys) -> None:
+    unbounded = ["--api-key-secret", SECRET,
+                 *[flag for flag in DRY_RUN if not flag.startswith("--max_num_workers")]]
     code = run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
                    "--max-cost-usd", "50", *unbounded)
     assert code == 2 and CapturingDataflowRunner.jobs == []
@@ -232,3 +302,56 @@ def test_a_spend_cap_needs_a_known_number_of_worker_processes(photos: Path, tmp_
         assert run_cli("run", "--input", str(photos / "*.jpg"), "--output",
                        str(tmp_path / f"out{len(extra)}"), "--max-cost-usd", "50",
                        *unbounded, *extra) == 0
+
+
+# A schema only the gs:// file has: its property names must reach the job's pickled config.
+GCS_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["shelf_label_7f3a"],
+              "properties": {"shelf_label_7f3a": {"type": "string"}}}
+
+
+@pytest.fixture
+def gcs_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """gcp-storage-emulator on a free port, reached the way tests/integration/test_gcs.py does:
+    STORAGE_EMULATOR_HOST, and Application Default Credentials that already hold a token, so
+    Beam's credential look-up succeeds at once without any network. Yields a storage client."""
+    from gcp_storage_emulator.server import create_server
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()
+    credentials = tmp_path / "emulator-credentials.json"
+    credentials.write_text(json.dumps({
+        "type": "external_account_authorized_user", "token": "emulator-token",
+        "audience": "//iam.googleapis.com/locations/global/workforcePools/test/providers/test",
+        "token_url": "http://127.0.0.1:9/token"}))  # never called: the token does not expire
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST",
+                       f"http://127.0.0.1:{server._api._httpd.server_port}")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials))
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
+    try:
+        yield storage.Client(project="test", credentials=AnonymousCredentials())
+    finally:
+        server.stop()
+
+
+def test_the_launcher_reads_a_gs_schema(photos: Path, tmp_path: Path, gcs_emulator,
+                                        loopback_only, secret_manager, capsys) -> None:
+    """A template's launcher has no local files of the user's: --schema gs://... is read through
+    Beam FileSystems, and the job carries the schema it found there."""
+    bucket = gcs_emulator.create_bucket("schemas")
+    bucket.blob("v1/shelf.json").upload_from_string(json.dumps(GCS_SCHEMA))
+    code = run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
+                   "--api-key-secret", SECRET, "--schema", "gs://schemas/v1/shelf.json",
+                   *DRY_RUN)
+    assert code == 0
+    [job] = CapturingDataflowRunner.jobs
+    assert b"shelf_label_7f3a" in unpacked_payloads(job.proto_pipeline)
+    capsys.readouterr()
+    code = run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out2"),
+                   "--api-key-secret", SECRET, "--schema", "gs://schemas/v1/missing.json",
+                   *DRY_RUN)
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "gs://schemas/v1/missing.json" in line and "neither a file" in line
+    assert len(CapturingDataflowRunner.jobs) == 1
+    assert loopback_only == []

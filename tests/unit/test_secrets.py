@@ -178,3 +178,48 @@ def test_a_permanent_failure_is_not_retried(monkeypatch) -> None:
     with secrets.use_client_factory(lambda: fake), pytest.raises(ConfigError, match="permission"):
         secrets.fetch_secret(NAME)
     assert len(fake.requests) == 1
+
+
+# -- the launcher's check before a remote job is submitted --------------------------------------
+
+def test_the_launcher_check_reads_the_secret_once_and_keeps_nothing() -> None:
+    key = new_key()
+    fake = FakeSecretManager(key.encode())
+    with secrets.use_client_factory(lambda: fake):
+        assert secrets.check_secret_access(NAME) is None
+        assert fake.requests == [({"name": NAME}, 30.0)]
+        # Not cached: the workers' first fetch (here, this process's) reads it again.
+        assert secrets.fetch_secret(NAME) == key
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize(("error", "fragment"), [
+    (gexc.NotFound("Secret [projects/1/secrets/x] not found"), "not found"),
+    (gexc.PermissionDenied("denied"), "roles/secretmanager.secretAccessor"),
+])
+def test_the_launcher_check_fails_in_one_line(error: Exception, fragment: str) -> None:
+    fake = FakeSecretManager(new_key().encode(), error=error)
+    with secrets.use_client_factory(lambda: fake), pytest.raises(ConfigError) as caught:
+        secrets.check_secret_access(NAME)
+    message = str(caught.value)
+    assert fragment in message and NAME in message and "\n" not in message
+    assert "before submitting" in message and len(fake.requests) == 1
+
+
+def test_the_launcher_check_goes_through_the_one_retry_layer(monkeypatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(secrets, "_sleep", waits.append)
+    fake = FakeSecretManager(new_key().encode(), transient=[gexc.ServiceUnavailable("down")])
+    with secrets.use_client_factory(lambda: fake):
+        secrets.check_secret_access(NAME)
+    assert len(fake.requests) == 2 and len(waits) == 1
+
+
+def test_the_launcher_check_refuses_an_empty_secret_and_a_malformed_name() -> None:
+    fake = FakeSecretManager(b" \n")
+    with secrets.use_client_factory(lambda: fake):
+        with pytest.raises(ConfigError, match="is empty"):
+            secrets.check_secret_access(NAME)
+        with pytest.raises(ConfigError, match="projects/"):
+            secrets.check_secret_access("openai-api-key")
+    assert len(fake.requests) == 1
