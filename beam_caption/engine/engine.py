@@ -6,10 +6,10 @@ job carries its own request body, price and run (run_state.RunState: spend share
 memory). So two CaptionImages with different prompts, schemas or output caps in one pipeline each
 send their own requests and pay at their own price.
 
-A job runs on the engine loop: answer memory -> attempt loop (slot -> buckets -> spend
-reservation -> POST -> parse) -> retry or finish. Exactly one retry layer lives here, decided by
-api/retry.py; a job is retried only while it has no parsed answer, so an answer is never
-paid for twice.
+A job runs on the engine loop: answer memory -> attempt loop (slot -> buckets -> the job-wide
+limit with --rate-limiter -> spend reservation -> POST -> parse) -> retry or finish. Exactly
+one retry layer lives here, decided by api/retry.py; a job is retried only while it has no
+parsed answer, so an answer is never paid for twice.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from beam_caption.api.retry import backoff_delay, is_retryable
 from beam_caption.cost.pricing import cost_usd, format_usd
 from beam_caption.engine import metrics as m
 from beam_caption.engine.budget import Reservation, SpendCap
+from beam_caption.engine.global_limit import GlobalLimit, LimiterUnavailable
 from beam_caption.engine.jobs import CaptionJob, CaptionOutcome
 from beam_caption.engine.loop import LoopThread
 from beam_caption.engine.pacing import Pacer
@@ -52,6 +53,7 @@ class AsyncEngine:
         self.limits = limits
         self.metrics = m.MetricsCollector()
         self.pacer = Pacer(limits)
+        self.global_limit = GlobalLimit(limits, self.metrics) if limits.rate_limiter else None
         self.transport = Transport(endpoint, limits.concurrency, api_key)
         self._loop_thread = loop_thread
         self._rng = random.Random()
@@ -161,11 +163,8 @@ class AsyncEngine:
             raise _NotSent()
         try:
             tokens = job.estimated_prompt_tokens + job.max_output_tokens
-            wait = self.pacer.reserve(tokens)
-            if wait > 0:
-                self.metrics.inc(m.THROTTLED_MS, int(wait * 1000))
-                if not await run.sleep(wait):
-                    raise _NotSent()
+            if not await self._paced(run, tokens):
+                raise _NotSent()
             reservation = await self._reserve(job)
             billed: float | None = None
             try:
@@ -187,6 +186,25 @@ class AsyncEngine:
             return result, latency_ms, billed
         finally:
             await self.pacer.release()
+
+    async def _paced(self, run: RunState, tokens: int) -> bool:
+        """Wait for this process's buckets, then the job-wide limit if there is one; False
+        (nothing to send) when the run stopped meanwhile or the limit's service is gone."""
+        wait = self.pacer.reserve(tokens)
+        if wait > 0:
+            self.metrics.inc(m.THROTTLED_MS, int(wait * 1000))
+            if not await run.sleep(wait):
+                return False
+        if self.global_limit is None:
+            return True
+        try:
+            return await self.global_limit.acquire(run, tokens)
+        except LimiterUnavailable as exc:
+            # Sending on without the job-wide limit would overrun the account for every worker;
+            # Beam already retried the service for about 40 s. Stop: nothing unsent is billed,
+            # and --resume sends the rest once the service is back.
+            self._stop(run, StopReason("request", "rate_limiter_unavailable", str(exc)))
+            return False
 
     async def _reserve(self, job: CaptionJob) -> int:
         """Reserve the job's worst case from its run's spend share, or raise _NotSent."""

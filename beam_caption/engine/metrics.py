@@ -20,8 +20,9 @@ REQUESTS = "requests"
 REQUESTS_OK = "requests_ok"
 RETRIES = "retries"
 RATE_LIMITED = "rate_limited_429"
-THROTTLED_MS = "throttled_ms"
-BACKOFF_MS = "backoff_ms"
+THROTTLED_MS = "throttled_ms"  # our own pacing: the local RPM/TPM buckets
+BACKOFF_MS = "backoff_ms"  # waits before a retry: 429s, 5xx, timeouts (the server's doing)
+GLOBAL_LIMIT_WAIT_MS = "global_limit_wait_ms"  # --rate-limiter: the job-wide limit said wait
 TOKENS_IN = "tokens_in"
 TOKENS_OUT = "tokens_out"
 COST_MICRO_USD = "cost_micro_usd"
@@ -36,8 +37,12 @@ IN_FLIGHT = "in_flight"
 CONCURRENCY = "concurrency"
 # The name Dataflow's autoscaler reads (in any namespace, as Beam's own GCS and BigQuery IOs use
 # it): time spent waiting on the provider's limits should not look like work that needs more
-# workers.
+# workers. Only waits a limit outside this process imposed count (REPORTED_WAITS): backoffs
+# after the server's 429s and errors, and the job-wide --rate-limiter, where more workers would
+# only wait too. Our own bucket waits (THROTTLED_MS) never count: they pace one process's static
+# share, and reporting them would hold back the scaling that makes the job faster.
 THROTTLING_SECONDS = "cumulativeThrottlingSeconds"
+REPORTED_WAITS = (BACKOFF_MS, GLOBAL_LIMIT_WAIT_MS)
 
 
 class MetricsCollector:
@@ -68,12 +73,13 @@ class MetricsCollector:
     def drain(self) -> tuple[dict[str, int], dict[str, list[int]], dict[str, int]]:
         """Take and reset the counters and distributions; gauges are copied.
 
-        Rate-limit waits and backoffs are also reported as whole seconds under
-        THROTTLING_SECONDS, the remainder carried to the next drain.
+        Backoffs and job-wide rate-limit waits (REPORTED_WAITS, never our own bucket waits) are
+        also reported as whole seconds under THROTTLING_SECONDS, the remainder carried to the
+        next drain.
         """
         with self._lock:
-            waited = (self._throttled_ms_unreported + self._counters.get(THROTTLED_MS, 0)
-                      + self._counters.get(BACKOFF_MS, 0))
+            waited = self._throttled_ms_unreported + sum(
+                self._counters.get(name, 0) for name in REPORTED_WAITS)
             seconds, self._throttled_ms_unreported = divmod(waited, 1000)
             if seconds:
                 self._counters[THROTTLING_SECONDS] += seconds

@@ -1,8 +1,10 @@
 """How fast one worker process sends: in-flight slots (AIMD) and the RPM/TPM token buckets.
 
-The buckets refill at this process's share of the account's --rpm/--tpm; the provider's
-x-ratelimit headers tighten them; 429s halve the number of slots (limits.AdaptiveConcurrency).
-Used on the engine's event loop only.
+The buckets refill at this process's share of the account's --rpm/--tpm (the static division:
+the limits divided by the expected number of worker processes); with --rate-limiter a shared
+service keeps the job-wide limit (engine/global_limit.py) and the buckets only keep one process
+under the whole limit. The provider's x-ratelimit headers tighten them; 429s halve the number of
+slots (buckets.AdaptiveConcurrency). Used on the engine's event loop only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 
 from beam_caption.api.ratelimits import RateLimitInfo
 from beam_caption.engine.buckets import AdaptiveConcurrency, TokenBucket
-from beam_caption.engine.settings import LimitsConfig
+from beam_caption.engine.settings import LimitsConfig, limiter_address
 
 _LOG = logging.getLogger(__name__)
 
@@ -32,10 +34,7 @@ class Pacer:
         self._slots: asyncio.Condition | None = None
         self.in_flight = 0
         if limits.rpm or limits.tpm:
-            _LOG.info("rate limits for this worker process: %.1f requests/min, %.0f tokens/min "
-                      "(the account's --rpm %.0f / --tpm %.0f divided by %d expected processes)",
-                      limits.rpm_per_worker, limits.tpm_per_worker, limits.rpm, limits.tpm,
-                      limits.workers)
+            _LOG.info("%s", limits_message(limits))
 
     async def acquire(self, stopped: Callable[[], bool]) -> bool:
         """Wait for a free slot; False (no slot taken) if `stopped()` turns true meanwhile."""
@@ -90,3 +89,23 @@ class Pacer:
         if self._slots is None:
             self._slots = asyncio.Condition()  # binds to the engine loop at first use
         return self._slots
+
+
+def limits_message(limits: LimitsConfig) -> str:
+    """The start-up line that says how --rpm/--tpm are kept, and what that assumes."""
+    used = [(name, value) for name, value in (("rpm", limits.rpm), ("tpm", limits.tpm)) if value]
+    given = "the account's " + " and ".join(f"--{name} {value:g}" for name, value in used)
+    if limits.rate_limiter:
+        descriptors = ", ".join(f"limit={name}" for name, _ in used)
+        verb = "are" if len(used) > 1 else "is"
+        return (f"rate limits are global: {given} {verb} kept for the whole job by the "
+                f"rate-limit service {limiter_address(limits.rate_limiter)} (descriptors "
+                f"{descriptors}; token permits are estimates), not divided among worker "
+                "processes")
+    shares = [f"{limits.rpm_per_worker:.1f} requests/min" if limits.rpm else "",
+              f"{limits.tpm_per_worker:.0f} tokens/min" if limits.tpm else ""]
+    source = f", a number from {limits.workers_source}" if limits.workers_source else ""
+    return (f"rate limits for this worker process: {', '.join(x for x in shares if x)}: "
+            f"{given} divided by {limits.workers} expected worker processes{source}. This "
+            f"assumes at most {limits.workers} processes send at once; more would exceed the "
+            "account's limits together (--rate-limiter keeps one job-wide limit instead)")

@@ -1,8 +1,15 @@
-"""What an engine is built from: where requests go (never the key) and the limits it keeps."""
+"""What an engine is built from: where requests go (never the key), the limits it keeps, and
+where the job-wide rate-limit service is (--rate-limiter)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from beam_caption.errors import ConfigError
+
+# The rate-limit service's domain when --rate-limiter names none.
+DEFAULT_DOMAIN = "beam-caption"
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,8 @@ class EndpointConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Per-process request engine limits (global limits already divided by `workers`)."""
+    """Per-process request engine limits: the account's --rpm/--tpm, shared by `workers`
+    processes (divided by them, or, with `rate_limiter`, enforced for the whole job)."""
 
     concurrency: int = 32
     rpm: float = 0.0
@@ -40,13 +48,63 @@ class LimitsConfig:
     abort_after_identical_failures: int = 8
     # envoy://HOST:PORT[/DOMAIN]: --rpm/--tpm enforced by a shared rate-limit service, not divided.
     rate_limiter: str | None = None
+    # Where `workers` came from ("--workers-hint", the runner's options), for the log line that
+    # says what the static division assumes; None when nobody said.
+    workers_source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate_limiter is not None:
+            limiter_address(self.rate_limiter)  # a typo fails in the launcher, not on workers
+            if not (self.rpm or self.tpm):
+                raise ConfigError("--rate-limiter shares --rpm/--tpm across the workers: give "
+                                  "--rpm or --tpm too")
 
     @property
     def rpm_per_worker(self) -> float:
-        """This process's share of the account's requests-per-minute limit."""
-        return self.rpm / self.workers if self.rpm else 0.0
+        """This process's share of the account's requests-per-minute limit (all of it when a
+        rate-limit service enforces the limit for the whole job)."""
+        return self.rpm / self._divisor if self.rpm else 0.0
 
     @property
     def tpm_per_worker(self) -> float:
-        """This process's share of the account's tokens-per-minute limit."""
-        return self.tpm / self.workers if self.tpm else 0.0
+        """This process's share of the account's tokens-per-minute limit (all of it when a
+        rate-limit service enforces the limit for the whole job)."""
+        return self.tpm / self._divisor if self.tpm else 0.0
+
+    @property
+    def _divisor(self) -> int:
+        # With a global limiter no process may use more than the whole limit, but any one may
+        # use all of it: the service, not a static share, keeps the sum under the limit.
+        return 1 if self.rate_limiter else self.workers
+
+
+@dataclass(frozen=True)
+class LimiterAddress:
+    """Where the Envoy rate-limit service listens, and the domain its rules live in."""
+
+    host: str
+    port: int
+    domain: str = DEFAULT_DOMAIN
+
+    @property
+    def target(self) -> str:
+        """HOST:PORT as gRPC spells it (IPv6 hosts in brackets)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"envoy://{self.target}/{self.domain}"
+
+
+def limiter_address(url: str) -> LimiterAddress:
+    """Parse --rate-limiter envoy://HOST:PORT[/DOMAIN]; ConfigError when it is not one."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    domain = parts.path.strip("/")
+    if parts.scheme != "envoy" or not parts.hostname or port is None or "/" in domain \
+            or parts.query or parts.fragment:
+        raise ConfigError(f"--rate-limiter {url!r} is not envoy://HOST:PORT[/DOMAIN] "
+                          "(an Envoy rate-limit service's gRPC address)")
+    return LimiterAddress(parts.hostname, port, domain or DEFAULT_DOMAIN)

@@ -3,79 +3,31 @@ own body and price, retries, hints, the spend share, stops and the interrupt's g
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from beam_caption.cost.pricing import load_prices
 from beam_caption.engine.engine import AsyncEngine
 from beam_caption.engine.jobs import CaptionJob, CaptionOutcome
-from beam_caption.engine.loop import LoopThread, get_loop_thread
+from beam_caption.engine.loop import get_loop_thread
 from beam_caption.engine.run_state import RunSettings, RunState
 from beam_caption.engine.settings import EndpointConfig, LimitsConfig
 from beam_caption.engine.stop import interrupt_reason
+from tests.integration.scripted_server import Reply, ScriptedServer, serving
 
 NANO = load_prices()["gpt-5.4-nano"]
 MINI = load_prices()["gpt-4.1-mini"]
 
 
-def _answer(text: str = "A cat.", prompt: int = 100, completion: int = 10) -> dict[str, Any]:
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion}}
-
-
-@dataclass
-class Reply:
-    """One scripted answer: status, JSON body, headers, and how long to take."""
-
-    status: int = 200
-    body: Any = field(default_factory=_answer)
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-class ScriptedServer:
-    """Answers POST /v1/chat/completions from a script (then 200s); records what arrived when."""
-
-    def __init__(self) -> None:
-        self.script: list[Reply] = []
-        self.default = Reply()
-        self.received: list[tuple[float, dict[str, Any]]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append((time.monotonic(), await request.json()))
-        reply = self.script.pop(0) if self.script else self.default
-        await asyncio.sleep(reply.delay_s)
-        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
-
-
 @pytest.fixture()
 def server() -> Iterator[tuple[ScriptedServer, str]]:
     scripted = ScriptedServer()
-    thread = LoopThread("scripted-server")
-
-    async def start() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", scripted.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
-
-    runner = thread.run(start(), timeout=10)
-    port = runner.addresses[0][1]
-    yield scripted, f"http://127.0.0.1:{port}/v1"
-    thread.run(runner.cleanup(), timeout=10)
-    thread.stop()
+    with serving(scripted) as url:
+        yield scripted, url
 
 
 def _engine(base_url: str, **limits: Any) -> AsyncEngine:
@@ -230,3 +182,31 @@ def test_copies_share_one_answer_and_a_redelivery_is_the_same_answer(server) -> 
     assert len(scripted.received) == 1
     assert copy.shared_from == "/a.jpg" and copy.cost_usd == first.cost_usd
     assert again.redelivered and again.attempts == first.attempts
+
+
+def test_our_own_bucket_waits_are_not_reported_as_throttling(server) -> None:
+    _, url = server
+    # 120 requests per minute = one each 0.5 s: four requests wait 1.5 s in our own buckets.
+    engine = _engine(url, rpm=120, concurrency=4)
+    try:
+        _run_jobs(engine, [_job(_state(), n) for n in range(4)])
+        counters, _, _ = engine.metrics.drain()
+    finally:
+        engine.close()
+    assert counters["throttled_ms"] >= 1000, "the buckets paced the requests"
+    assert "cumulativeThrottlingSeconds" not in counters, "our own pacing is not the server's"
+
+
+def test_a_429s_backoff_is_reported_as_throttling(server) -> None:
+    scripted, url = server
+    scripted.script = [Reply(429, {"error": {"message": "slow down", "type": "requests"}},
+                             {"retry-after-ms": "1200"})]
+    engine = _engine(url)
+    try:
+        [outcome] = _run_jobs(engine, [_job(_state(), 1)])
+        counters, _, _ = engine.metrics.drain()
+    finally:
+        engine.close()
+    assert outcome.result is not None and counters["rate_limited_429"] == 1
+    assert counters["backoff_ms"] >= 1200
+    assert counters["cumulativeThrottlingSeconds"] == counters["backoff_ms"] // 1000

@@ -129,11 +129,11 @@ def test_snapshots_add_up_across_workers(tmp_path) -> None:
 def test_waits_are_reported_as_whole_throttling_seconds_for_the_autoscaler() -> None:
     from beam_caption.engine import metrics as m
     collector = m.MetricsCollector()
-    collector.inc(m.THROTTLED_MS, 700)
+    collector.inc(m.GLOBAL_LIMIT_WAIT_MS, 700)
     collector.inc(m.BACKOFF_MS, 600)
     counters, _, _ = collector.drain()
-    assert counters[m.THROTTLING_SECONDS] == 1 and counters[m.THROTTLED_MS] == 700
-    collector.inc(m.THROTTLED_MS, 800)  # 300 ms carried + 800 ms
+    assert counters[m.THROTTLING_SECONDS] == 1 and counters[m.GLOBAL_LIMIT_WAIT_MS] == 700
+    collector.inc(m.BACKOFF_MS, 800)  # 300 ms carried + 800 ms
     counters, _, _ = collector.drain()
     assert counters[m.THROTTLING_SECONDS] == 1
     counters, _, _ = collector.drain()
