@@ -15,15 +15,16 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.fetch import is_url
 from beam_caption.inputs.images import first_line
+from beam_caption.inputs.listers import Entry
+from beam_caption.inputs.listing import Part, first_match, list_part, split
 from beam_caption.inputs.manifest import manifest_format, read_manifest
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -38,12 +39,16 @@ class ImageRef:
     uri: str
     source_id: str | None = None
     prompt: str | None = None
+    # From the listing, when the input was a glob: what identifies this version of the file
+    # without reading it (resume skips an unchanged file by these).
+    size: int | None = None
+    modified: float | None = None
 
 
 def check_inputs(inputs: list[str], manifest: str | None) -> None:
     """Fail fast, in the launcher, on inputs that cannot work; raises a one-line ConfigError.
 
-    Each pattern is matched with a limit of one file, so this stays cheap on huge buckets.
+    Each pattern is listed only until its first match, so this stays cheap on huge buckets.
     http(s) URLs are not checked here (their failures become error rows).
     """
     if not inputs and not manifest:
@@ -51,14 +56,13 @@ def check_inputs(inputs: list[str], manifest: str | None) -> None:
     for raw in inputs:
         if is_url(raw):
             continue
+        pattern = normalize_pattern(raw)
         try:
-            patterns = expand_pattern(raw)
-            found = [meta for result in FileSystems.match(patterns, limits=[1] * len(patterns))
-                     for meta in result.metadata_list]
-        except Exception as exc:  # BeamIOError, ValueError (unknown scheme), auth errors
-            raise ConfigError(f"--input {raw!r}: cannot list files ({describe_io_error(exc)})"
-                              ) from exc
-        if not found:
+            found = first_match(pattern)
+        except Exception as exc:  # NotFound (a bucket), BeamIOError, auth errors
+            raise ConfigError(f"--input {raw!r}: cannot list files "
+                              f"({describe_io_error(exc, pattern)})") from exc
+        if found is None:
             raise ConfigError(f"--input {raw!r} matched no files")
     if manifest:
         _check_manifest(manifest)
@@ -75,11 +79,12 @@ def count_inputs(inputs: list[str], manifest: str | None, limit: int = 2_000_000
         if is_url(raw):
             total += 1
             continue
-        patterns = expand_pattern(raw)
-        if _SCHEME.match(patterns[0]):
+        pattern = normalize_pattern(raw)
+        if _SCHEME.match(pattern):
             return None
-        total += sum(len(result.metadata_list)
-                     for result in FileSystems.match(patterns, limits=[limit] * len(patterns)))
+        total += sum(1 for _ in _matches(pattern))
+        if total > limit:
+            return None
     if manifest:
         path = normalize_pattern(manifest)
         if _SCHEME.match(path):
@@ -125,25 +130,22 @@ def normalize_pattern(pattern: str) -> str:
     return path
 
 
-def expand_pattern(pattern: str) -> list[str]:
-    """The patterns to match for one --input, so that 'dir/**/*.jpg' also finds 'dir/a.jpg'.
-
-    Beam's '**' matches one or more directory levels when written '/**/': users mean zero or
-    more, as in a shell with globstar. The extra pattern covers the zero-level case; the two never
-    match the same file.
-    """
-    pattern = normalize_pattern(pattern)
-    if pattern.count("/**/") != 1:
-        return [pattern]
-    return [pattern, pattern.replace("/**/", "/")]
+def _matches(pattern: str) -> Iterator[Entry]:
+    """Every file `pattern` matches, listed here (the launcher), for counting local inputs."""
+    for item in split(pattern):
+        yield from list_part(item) if isinstance(item, Part) else [item]
 
 
-def describe_io_error(exc: BaseException) -> str:
+def describe_io_error(exc: BaseException, path: str = "") -> str:
     """One line for a failed listing: a missing bucket by name, else the error's first line.
 
     Beam wraps the storage client's NotFound in nested BeamIOErrors whose text (a dict repr
-    with the request URL) is cut before the reason; the bucket is the useful part.
+    with the request URL) is cut before the reason; the bucket is the useful part. Listing
+    inside an existing bucket never 404s, so a NotFound for a gs:// `path` is its bucket.
     """
+    if type(exc).__name__ == "NotFound" and path.startswith("gs://"):
+        return f"bucket gs://{path[5:].split('/', 1)[0]} does not exist or these credentials " \
+               "cannot see it"
     bucket = _missing_bucket(exc)
     if bucket:
         return f"bucket {bucket} does not exist or these credentials cannot see it"
@@ -162,15 +164,24 @@ def _missing_bucket(exc: BaseException) -> str | None:
     return None
 
 
-def _file_to_ref(metadata: FileMetadata) -> ImageRef:
-    """A matched file as an ImageRef."""
-    return ImageRef(metadata.path)
+def _entry_to_ref(entry: Entry) -> ImageRef:
+    """A listed file as an ImageRef, with what identifies its version."""
+    return ImageRef(entry.path, size=entry.size, modified=entry.modified)
 
 
 def _manifest_refs(path: str, prompt_column: str) -> Iterator[ImageRef]:
     """The ImageRefs a manifest lists (inputs/manifest.py reads and resolves the rows)."""
     for entry in read_manifest(path, prompt_column):
         yield ImageRef(entry.uri, entry.source_id, entry.prompt)
+
+
+class _SplitListing(beam.DoFn):
+    """Step 1 of listing a glob: matches near its root, and the folders to list elsewhere."""
+
+    def process(self, pattern: str) -> Iterator[Any]:
+        """Yield Entries, and Parts tagged "parts"."""
+        for item in split(pattern):
+            yield beam.pvalue.TaggedOutput("parts", item) if isinstance(item, Part) else item
 
 
 class ExpandInputs(beam.PTransform):
@@ -188,7 +199,7 @@ class ExpandInputs(beam.PTransform):
         if not inputs and not manifest:
             raise ConfigError("no input: give --input PATTERN (repeatable) or --manifest FILE")
         self._urls = [uri for uri in inputs if is_url(uri)]
-        self._patterns = [p for uri in inputs if not is_url(uri) for p in expand_pattern(uri)]
+        self._patterns = [normalize_pattern(uri) for uri in inputs if not is_url(uri)]
         self._manifest = normalize_pattern(manifest) if manifest else None
         if self._manifest:
             manifest_format(self._manifest)
@@ -197,14 +208,17 @@ class ExpandInputs(beam.PTransform):
         """Each kind of input becomes a branch of ImageRefs; the branches are merged."""
         branches = []
         if self._patterns:
-            branches.append(
-                pbegin
-                | "Patterns" >> beam.Create(self._patterns)
-                # check_inputs already refused an --input that matches nothing at all; one of
-                # its expanded patterns (see expand_pattern) may match nothing on its own.
-                | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW_IF_WILDCARD)
-                | "FilesToRefs" >> beam.Map(_file_to_ref)
-            )
+            # Listing fans out (inputs/listing.py): split each glob at its root on one worker,
+            # spread the folders, list each on its own worker, streaming.
+            split_up = (pbegin
+                        | "Patterns" >> beam.Create(self._patterns)
+                        | "SplitListing" >> beam.ParDo(_SplitListing()).with_outputs(
+                            "parts", main="entries"))
+            listed = (split_up.parts
+                      | "SpreadFolders" >> beam.Reshuffle()
+                      | "ListFolders" >> beam.FlatMap(list_part))
+            branches.append((split_up.entries, listed) | "AllListed" >> beam.Flatten()
+                            | "FilesToRefs" >> beam.Map(_entry_to_ref))
         if self._urls:
             branches.append(pbegin | "Urls" >> beam.Create([ImageRef(uri) for uri in self._urls]))
         if self._manifest:

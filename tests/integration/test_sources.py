@@ -29,7 +29,9 @@ def tree(tmp_path: Path) -> Path:
 
 
 def refs(root: Path, *relative: str) -> list[ImageRef]:
-    return [ImageRef(str(root / r)) for r in relative]
+    """The refs a listing gives: each with the size and time that identify the file's version."""
+    return [ImageRef(str(root / r), size=(root / r).stat().st_size,
+                     modified=(root / r).stat().st_mtime) for r in relative]
 
 
 def run(cases: dict[str, tuple[ExpandInputs, list[ImageRef]]]) -> None:
@@ -90,8 +92,10 @@ def test_manifests_of_every_format(tree: Path, tmp_path_factory: pytest.TempPath
                   [ImageRef(top, "7"), ImageRef(URL, None, "Is it a cat?")]),
         "Parquet": (ExpandInputs([], manifest=str(manifests / "m.parquet")),
                     [ImageRef(z, "1"), ImageRef("gs://bucket/p.jpg", "2")]),
+        # A glob's refs carry the listing's size and time; a manifest's do not.
         "InputsAndManifest": (ExpandInputs([f"{tree}/a/*.jpg"], manifest=str(manifests / "m.csv")),
-                              [ImageRef(x), ImageRef(top, "1", "Count the cats."), ImageRef(x)]),
+                              [*refs(tree, "a/x.jpg"), ImageRef(top, "1", "Count the cats."),
+                               ImageRef(x)]),
     })
 
 
