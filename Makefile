@@ -124,7 +124,7 @@ template-run: ## Start a Dataflow job from the template (INPUT, OUTPUT, SECRET; 
 	  --template-file-gcs-location=$(TEMPLATE) \
 	  --staging-location=gs://$(BUCKET)/staging --temp-location=gs://$(BUCKET)/temp \
 	  '--parameters=^~^input=$(INPUT)~output=$(OUTPUT)~api_key_secret=$(SECRET)~model=$(MODEL)' \
-	  $(if $(MAX_WORKERS),--max-workers=$(MAX_WORKERS)) \
+	  $(if $(MAX_WORKERS),--max-workers=$(MAX_WORKERS) --num-workers=$(or $(NUM_WORKERS),$(MAX_WORKERS))) \
 	  $(if $(MACHINE_TYPE),--worker-machine-type=$(MACHINE_TYPE)) $(EXTRA)
 
 dataflow-run: $(STAMP) ## Submit `run` to Dataflow from this checkout (--setup_file; WORKER_IMAGE optional)
@@ -134,5 +134,5 @@ dataflow-run: $(STAMP) ## Submit `run` to Dataflow from this checkout (--setup_f
 	  --runner DataflowRunner --project $(PROJECT) --region $(REGION) \
 	  --temp_location gs://$(BUCKET)/temp --staging_location gs://$(BUCKET)/staging \
 	  --setup_file ./setup.py $(if $(WORKER_IMAGE),--sdk_container_image=$(WORKER_IMAGE)) \
-	  $(if $(MAX_WORKERS),--max_num_workers=$(MAX_WORKERS)) \
+	  $(if $(MAX_WORKERS),--max_num_workers=$(MAX_WORKERS) --num_workers=$(or $(NUM_WORKERS),$(MAX_WORKERS))) \
 	  $(if $(MACHINE_TYPE),--machine_type=$(MACHINE_TYPE)) $(RUN_ARGS)

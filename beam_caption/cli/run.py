@@ -60,9 +60,11 @@ EPILOG = """examples:
   # a manifest with per-row ids, two local worker processes
   beam-caption run --manifest images.csv --output out/run1 --direct_num_workers=2
 
-  # Google Cloud Dataflow
+  # Google Cloud Dataflow: the key from Secret Manager, 10 workers of 4 vCPUs
   beam-caption run --input 'gs://archive/**/*.jpg' --output gs://captions/run1 \\
-      --runner DataflowRunner --project P --region us-central1 --temp_location gs://tmp/beam
+      --api-key-secret projects/P/secrets/openai-api-key/versions/latest --rpm 5000 \\
+      --runner DataflowRunner --project P --region us-central1 --temp_location gs://tmp/beam \\
+      --max_num_workers 10 --machine_type n2-standard-4
 
 query the result:
   duckdb -c "select uri, caption, cost_usd from 'out/demo/captions-*.parquet' limit 5"
@@ -98,10 +100,7 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
         config = build_run_config(args, workers=workers, base_url=base_url,
                                   expected_images=expected,
                                   control_dir=control_dir if local else None)
-        if args.max_cost_usd or args.rpm or args.tpm:
-            _LOG.info("--rpm/--tpm/--max-cost-usd are divided among %d worker processes (%s)",
-                      config.caption.limits.workers,
-                      "--workers-hint" if args.workers_hint else how)
+        _log_division(args, config, how)
         _check_key(config, local)
         if config.batch.enabled and config.simulate and not config.batch.wait:
             raise ConfigError("--simulate stops its simulator, and its batches, when this "
@@ -120,6 +119,16 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
         live = LiveProgress(control_dir, expected, args.progress_interval) if local else None
         job = _Job(config, answered, carry if config.resume else None, supersede, journals)
         return _run(job, options, live)
+
+
+def _log_division(args: argparse.Namespace, config: RunConfig, how: str) -> None:
+    """Say once what the limits are divided by (or that --rate-limiter keeps them job-wide)."""
+    divided = [flag for flag, value in (("--rpm", args.rpm), ("--tpm", args.tpm),
+                                        ("--max-cost-usd", args.max_cost_usd))
+               if value and not (flag != "--max-cost-usd" and args.rate_limiter)]
+    if divided:
+        _LOG.info("%s divided among %d worker processes (%s)", "/".join(divided),
+                  config.caption.limits.workers, "--workers-hint" if args.workers_hint else how)
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,10 @@ def _worker_processes(args: argparse.Namespace, known: int | None) -> int:
                           "among them, and this runner's options do not fix it: pass "
                           "--max_num_workers (and --machine_type), or --workers-hint N with the "
                           "most worker processes the job may run")
-    if args.rpm or args.tpm:
+    if (args.rpm or args.tpm) and not args.rate_limiter:
         _LOG.warning("the number of worker processes is unknown (no --max_num_workers and no "
-                     "--workers-hint): each process assumes it has the whole --rpm/--tpm")
+                     "--workers-hint): each process assumes it has the whole --rpm/--tpm; "
+                     "give --max_num_workers, or --rate-limiter for one job-wide limit")
     return 1
 
 
