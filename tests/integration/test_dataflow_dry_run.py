@@ -31,6 +31,8 @@ from google.api_core import exceptions as gexc
 
 from beam_caption.auth import secrets
 from beam_caption.dataflow import template
+from tests.fixtures.gcs_emulator import fill_bucket
+from tests.fixtures.gcs_emulator import gcs_emulator as emulator
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import run_cli
 from tests.unit.test_secrets import FakeSecretManager
@@ -311,28 +313,17 @@ GCS_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["she
 
 @pytest.fixture
 def gcs_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """gcp-storage-emulator on a free port, reached the way tests/integration/test_gcs.py does:
-    STORAGE_EMULATOR_HOST, and Application Default Credentials that already hold a token, so
-    Beam's credential look-up succeeds at once without any network. Yields a storage client."""
-    from gcp_storage_emulator.server import create_server
+    """The GCS emulator (tests/fixtures/gcs_emulator.py) with its environment set; yields a
+    storage client on it, with the emulator server as `.server` (to fill buckets fast)."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    server = create_server("127.0.0.1", 0, in_memory=True)
-    server.start()
-    credentials = tmp_path / "emulator-credentials.json"
-    credentials.write_text(json.dumps({
-        "type": "external_account_authorized_user", "token": "emulator-token",
-        "audience": "//iam.googleapis.com/locations/global/workforcePools/test/providers/test",
-        "token_url": "http://127.0.0.1:9/token"}))  # never called: the token does not expire
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST",
-                       f"http://127.0.0.1:{server._api._httpd.server_port}")
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials))
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-    try:
-        yield storage.Client(project="test", credentials=AnonymousCredentials())
-    finally:
-        server.stop()
+    with emulator(tmp_path) as (server, env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        client = storage.Client(project="test", credentials=AnonymousCredentials())
+        client.server = server
+        yield client
 
 
 def test_the_launcher_reads_a_gs_schema(photos: Path, tmp_path: Path, gcs_emulator,
@@ -354,4 +345,23 @@ def test_the_launcher_reads_a_gs_schema(photos: Path, tmp_path: Path, gcs_emulat
     [line] = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "gs://schemas/v1/missing.json" in line and "neither a file" in line
     assert len(CapturingDataflowRunner.jobs) == 1
+    assert loopback_only == []
+
+
+def test_a_glob_over_a_bucket_lists_on_many_workers(tmp_path: Path, gcs_emulator, loopback_only,
+                                                     secret_manager) -> None:
+    # 2,000 objects under 40 prefixes: the job splits the listing at the pattern's root and
+    # spreads the prefixes over workers (a GroupByKey between the split and the listing).
+    fill_bucket(gcs_emulator.server, "archive",
+                (f"photos/p{i % 40:02d}/img{i:05d}.jpg" for i in range(2_000)))
+    assert run_cli("run", "--input", "gs://archive/photos/**/*.jpg", "--output",
+                   str(tmp_path / "out"), "--api-key-secret", SECRET, *DRY_RUN) == 0
+    pipeline = CapturingDataflowRunner.jobs[-1].proto_pipeline
+    [split] = transforms_named(pipeline, "ExpandInputs/SplitListing")
+    [spread] = transforms_named(pipeline, "ExpandInputs/SpreadFolders")
+    [listing] = transforms_named(pipeline, "ExpandInputs/ListFolders")
+    assert "beam:transform:group_by_key:v1" in subtransform_urns(pipeline, spread)
+    assert set(spread.inputs.values()) & set(split.outputs.values())
+    assert set(listing.inputs.values()) == set(spread.outputs.values())
+    assert not transforms_named(pipeline, "ExpandInputs/MatchFiles"), "no single-worker match"
     assert loopback_only == []
