@@ -31,7 +31,7 @@ _PUBLIC = {
     "PrepareSettings": "beam_caption.inputs.images",
     "PreparedImage": "beam_caption.inputs.images",
     "FetchSettings": "beam_caption.inputs.fetch",
-    "ImageRef": "beam_caption.inputs.sources",
+    "ImageRef": "beam_caption.inputs.refs",
     "ExpandInputs": "beam_caption.inputs.sources",
     "PrepareImages": "beam_caption.pipeline.prepare",
     "CaptionImages": "beam_caption.pipeline.caption",

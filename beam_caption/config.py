@@ -94,6 +94,15 @@ class CaptionConfig:
                   "max_side": self.prepare.max_side, "jpeg_quality": self.prepare.jpeg_quality}
         return request_key(image_id, params)
 
+    def source_key(self, uri: str, version: str | None,
+                   row_prompt: str | None = None) -> str | None:
+        """The request_key of a listed file's version (its uri, size and time, not its bytes):
+        what lets a resumed run skip an unchanged file without reading it. None when the
+        version is unknown (URLs, manifests without sizes and times)."""
+        if version is None:
+            return None
+        return self.request_key(f"listed:{uri}\n{version}", row_prompt)
+
     def estimated_prompt_tokens(self, sent_size: tuple[int, int],
                                 row_prompt: str | None = None) -> int:
         """Prompt tokens one image's request should cost, by the published rules."""

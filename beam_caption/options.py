@@ -86,8 +86,11 @@ RUN_OPTIONS: tuple[Option, ...] = (
     # inputs
     Option("--input", "image URIs: a glob (local, gs://, s3://; ** recurses) or an https:// URL; "
            "repeat the flag for more", INPUT, action="append", metavar="URI"),
-    Option("--manifest", "a file listing images: .txt (one URI per line), or .csv/.jsonl/.parquet "
-           "with a 'uri' column and optional 'id' and 'prompt' columns", INPUT, metavar="FILE"),
+    Option("--manifest", "a file (or a glob of files) listing images: .txt (one URI per line), "
+           ".csv/.jsonl/.parquet with a 'uri' column and optional 'id' and 'prompt' columns, or "
+           "a Cloud Storage inventory report (.csv/.parquet with 'bucket', 'name' and ideally "
+           "'size', 'updated'); read in ranges across workers, the way to give a huge bucket",
+           INPUT, metavar="FILE"),
     Option("--prompt-column", "manifest column (or JSON key) holding a per-image prompt that "
            "replaces --prompt for that image", INPUT, default="prompt", metavar="NAME"),
     Option("--allow-private-urls", "let https:// inputs reach loopback, private and link-local "

@@ -129,7 +129,8 @@ def _error(config: CaptionConfig, key: str, meta: dict[str, Any], code: str, mes
         cost = _batch_cost(config, api_error.usage)  # a billed answer (content filter)
     return error_row(uri=meta["uri"], image_id=meta["image_id"], stage=error_stage(code),
                      code=code, message=message, attempts=1 if first else 0, request_key=key,
-                     run_id=config.run_id, cost_usd=cost if first else None)
+                     run_id=config.run_id, cost_usd=cost if first else None,
+                     source_key=meta.get("source_key"))
 
 
 def _write_parquet(path: str, rows: list[dict], schema: pa.Schema) -> None:

@@ -34,6 +34,7 @@ from beam_caption.pipeline.rows import error_row
 
 META_SCHEMA = pa.schema([
     pa.field("request_key", pa.string(), nullable=False),
+    pa.field("source_key", pa.string()),
     pa.field("uri", pa.string(), nullable=False),
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("source_id", pa.string()),
@@ -75,7 +76,9 @@ def batch_item(config: CaptionConfig, image: PreparedImage) -> BatchItem:
     meta = {"request_key": key, "uri": image.uri, "image_id": image.image_id,
             "source_id": image.source_id, "width": image.width, "height": image.height,
             "sent_width": image.sent_width, "sent_height": image.sent_height,
-            "bytes": image.bytes, "estimated_prompt_tokens": config.estimated_prompt_tokens(
+            "bytes": image.bytes,
+            "source_key": config.source_key(image.uri, image.version, image.prompt),
+            "estimated_prompt_tokens": config.estimated_prompt_tokens(
                 (image.sent_width, image.sent_height), image.prompt)}
     return BatchItem(key, line, meta)
 

@@ -91,7 +91,7 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     options = pl.pipeline_options(beam_flags)
     local = pl.is_local(options)
     settle_gcs_credentials([*(args.input or ()), args.manifest or "", args.output,
-                            *(args.incremental or ())])
+                            *(args.incremental or ()), args.schema or ""])
     check_inputs(list(args.input or ()), args.manifest)
     expected = count_inputs(list(args.input or ()), args.manifest) if local else None
     workers, how = pl.expected_worker_processes(options)

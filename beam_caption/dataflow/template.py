@@ -53,7 +53,8 @@ _ANY_TEXT = r"[^\n\r]+"
 # which the workers do not have.
 _LOCATIONS: dict[str, tuple[str, str]] = {
     "--input": ("TEXT", rf"^(gs|https?)://{_ANY_TEXT}$"),
-    "--manifest": ("GCS_READ_FILE", rf"^gs://{_ANY_TEXT}$"),
+    # TEXT, not a file picker: a manifest may be a glob (an inventory report's shards).
+    "--manifest": ("TEXT", rf"^gs://{_ANY_TEXT}$"),
     "--output": ("GCS_WRITE_FOLDER", rf"^gs://{_ANY_TEXT}$"),
     "--incremental": ("GCS_READ_FOLDER", rf"^gs://{_ANY_TEXT}$"),
     "--base-url": ("TEXT", rf"^https?://{_ANY_TEXT}$"),
@@ -67,9 +68,10 @@ _TEMPLATE_HELP: dict[str, str] = {
     "--input": "image URIs: a gs:// glob (** recurses) or an https:// URL (no s3:// or local "
                "paths: the image has no S3 filesystem or AWS credentials, and the workers do not "
                "see the launcher's files)",
-    "--manifest": "a gs:// file listing images: .txt (one URI per line), or .csv/.jsonl/.parquet "
-                  "with a 'uri' column and optional 'id' and 'prompt' columns; its URIs must be "
-                  "gs:// or https://",
+    "--manifest": "a gs:// file or glob listing images: .txt (one URI per line), "
+                  ".csv/.jsonl/.parquet with a 'uri' column and optional 'id' and 'prompt' "
+                  "columns, or a Cloud Storage inventory report (.csv/.parquet with 'bucket' and "
+                  "'name'); its URIs must be gs:// or https://",
     "--schema": "structured answers: a JSON Schema file on gs:// (read by the launcher), or a "
                 f"built-in: {', '.join(BUILT_IN)}; its top-level properties become typed Parquet "
                 "columns and answers that do not validate become schema_mismatch error rows",

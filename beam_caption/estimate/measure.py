@@ -141,6 +141,8 @@ class Measured:
 
 def measure(ref: ImageRef, spec: TokenSpec) -> Measured:
     """Read `ref`'s size and compute its prompt tokens for every rule and --max-side variant."""
+    if ref.problem is not None:
+        return Measured(ref.uri, code="bad_manifest_row")
     try:
         width, height = read_header_size(ref.uri, spec.fetch, spec.max_pixels)
     except ImageError as exc:

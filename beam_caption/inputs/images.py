@@ -98,6 +98,7 @@ class PreparedImage:
     source_format: str
     source_id: str | None = None
     prompt: str | None = None
+    version: str | None = None  # the listed file version (ImageRef.version), if known
 
 
 def prepare_image(
@@ -107,6 +108,7 @@ def prepare_image(
     *,
     source_id: str | None = None,
     prompt: str | None = None,
+    version: str | None = None,
 ) -> PreparedImage:
     """Decode `data`, orient it upright, shrink it to `settings.max_side` and encode a JPEG.
 
@@ -144,6 +146,7 @@ def prepare_image(
         source_format=source_format,
         source_id=source_id,
         prompt=prompt,
+        version=version,
     )
 
 

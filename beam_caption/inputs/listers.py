@@ -112,7 +112,8 @@ def _gcs_client() -> object:
 
         return GcsIO().client
 
-    return resources.kept(("gcs-client",), create)
+    # Keyed by the emulator address too: a process (a test session) may meet more than one.
+    return resources.kept(("gcs-client", os.environ.get("STORAGE_EMULATOR_HOST")), create)
 
 
 class BeamLister:

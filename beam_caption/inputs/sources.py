@@ -1,9 +1,7 @@
 """Input expansion: globs, manifest files and http(s) URLs -> a reshuffled PCollection[ImageRef].
 
-Globs go through Beam FileSystems (local paths, gs://, s3://; `**` crosses directories, `*` does
-not), so listing a 50M-object bucket happens on workers, not in the launcher. Manifests (.txt one
-URI per line; .csv, .jsonl or .parquet with a `uri` column and optional `id` and `prompt`) are
-streamed on a worker too; reading them is inputs/manifest.py's job. check_inputs() runs in the
+Globs are listed on workers, fanned out by folder (inputs/listing.py); manifests and GCS inventory
+reports are read with Beam's splittable reads (inputs/manifest.py). check_inputs() runs in the
 launcher first and turns the common mistakes (a pattern matching nothing, a missing manifest)
 into a one-line ConfigError; count_inputs() sizes the run for progress projections.
 """
@@ -14,35 +12,23 @@ import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.fetch import is_url
 from beam_caption.inputs.images import first_line
 from beam_caption.inputs.listers import Entry
 from beam_caption.inputs.listing import Part, first_match, list_part, split
-from beam_caption.inputs.manifest import manifest_format, read_manifest
+from beam_caption.inputs.manifest import ReadManifest, inspect_manifest, iter_manifest
+from beam_caption.inputs.refs import ImageRef
+
+__all__ = ["ExpandInputs", "ImageRef", "check_inputs", "count_inputs", "normalize_pattern"]
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # describe_io_error and the manifest check keep their one-line messages this short.
 _MESSAGE_LIMIT = 160
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """One image to caption: where it is, an optional caller id and an optional per-image prompt."""
-
-    uri: str
-    source_id: str | None = None
-    prompt: str | None = None
-    # From the listing, when the input was a glob: what identifies this version of the file
-    # without reading it (resume skips an unchanged file by these).
-    size: int | None = None
-    modified: float | None = None
 
 
 def check_inputs(inputs: list[str], manifest: str | None) -> None:
@@ -89,7 +75,7 @@ def count_inputs(inputs: list[str], manifest: str | None, limit: int = 2_000_000
         path = normalize_pattern(manifest)
         if _SCHEME.match(path):
             return None
-        with contextlib.closing(read_manifest(path)) as refs:
+        with contextlib.closing(iter_manifest(inspect_manifest(path))) as refs:
             for _ in refs:
                 total += 1
                 if total > limit:
@@ -98,21 +84,22 @@ def count_inputs(inputs: list[str], manifest: str | None, limit: int = 2_000_000
 
 
 def _check_manifest(manifest: str) -> None:
-    """The manifest exists, has a known extension, a `uri` column and at least one row."""
+    """The manifest exists, has a known format and columns, and its first row names an image."""
     path = normalize_pattern(manifest)
-    manifest_format(path)
-    if not FileSystems.exists(path):
-        raise ConfigError(f"--manifest {manifest!r} does not exist")
     try:
-        with contextlib.closing(read_manifest(path)) as refs:
+        with contextlib.closing(iter_manifest(inspect_manifest(path))) as refs:
             first = next(refs, None)
     except ConfigError:
         raise
-    except Exception as exc:  # unreadable or malformed file
-        reason = first_line(exc, _MESSAGE_LIMIT)
+    except Exception as exc:  # unreadable or malformed file, a missing bucket
+        reason = describe_io_error(exc, path)
         raise ConfigError(f"--manifest {manifest!r} cannot be read ({reason})") from exc
     if first is None:
         raise ConfigError(f"--manifest {manifest!r} lists no images")
+    if first.problem is not None:
+        # A first row that names no image means the wrong file or format, not one bad row.
+        raise ConfigError(f"--manifest {manifest!r}: its first row names no image "
+                          f"({first.problem})")
 
 
 def normalize_pattern(pattern: str) -> str:
@@ -169,12 +156,6 @@ def _entry_to_ref(entry: Entry) -> ImageRef:
     return ImageRef(entry.path, size=entry.size, modified=entry.modified)
 
 
-def _manifest_refs(path: str, prompt_column: str) -> Iterator[ImageRef]:
-    """The ImageRefs a manifest lists (inputs/manifest.py reads and resolves the rows)."""
-    for entry in read_manifest(path, prompt_column):
-        yield ImageRef(entry.uri, entry.source_id, entry.prompt)
-
-
 class _SplitListing(beam.DoFn):
     """Step 1 of listing a glob: matches near its root, and the folders to list elsewhere."""
 
@@ -200,9 +181,10 @@ class ExpandInputs(beam.PTransform):
             raise ConfigError("no input: give --input PATTERN (repeatable) or --manifest FILE")
         self._urls = [uri for uri in inputs if is_url(uri)]
         self._patterns = [normalize_pattern(uri) for uri in inputs if not is_url(uri)]
-        self._manifest = normalize_pattern(manifest) if manifest else None
-        if self._manifest:
-            manifest_format(self._manifest)
+        # The manifest's header or schema is read now, in the launcher (its columns shape the
+        # read); its rows are read on workers.
+        self._manifest = (inspect_manifest(normalize_pattern(manifest), prompt_column)
+                          if manifest else None)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[ImageRef]:
         """Each kind of input becomes a branch of ImageRefs; the branches are merged."""
@@ -222,10 +204,6 @@ class ExpandInputs(beam.PTransform):
         if self._urls:
             branches.append(pbegin | "Urls" >> beam.Create([ImageRef(uri) for uri in self._urls]))
         if self._manifest:
-            branches.append(
-                pbegin
-                | "Manifest" >> beam.Create([self._manifest])
-                | "ReadManifest" >> beam.FlatMap(_manifest_refs, self._prompt_column)
-            )
+            branches.append(pbegin | "ReadManifest" >> ReadManifest(self._manifest))
         merged = tuple(branches) | "Merge" >> beam.Flatten()
         return merged | "Reshuffle" >> beam.Reshuffle()

@@ -64,10 +64,13 @@ def caption_job(config: CaptionConfig, run: RunState, image: PreparedImage) -> C
 def outcome_row(config: CaptionConfig, image: PreparedImage, job: CaptionJob,
                 outcome: CaptionOutcome) -> Tagged:
     """The row an outcome becomes: (None, caption row) or (ERRORS, error row)."""
+    source_key = config.source_key(image.uri, image.version, image.prompt)
+
     def error(stage: str, code: str, message: str, cost: float | None = None) -> Tagged:
         return ERRORS, rows.error_row(uri=image.uri, image_id=image.image_id, stage=stage,
                                       code=code, message=message, attempts=outcome.attempts,
-                                      request_key=job.key, run_id=config.run_id, cost_usd=cost)
+                                      request_key=job.key, run_id=config.run_id, cost_usd=cost,
+                                      source_key=source_key)
 
     if outcome.stopped is not None and outcome.result is None:
         reason = outcome.stopped
@@ -80,8 +83,8 @@ def outcome_row(config: CaptionConfig, image: PreparedImage, job: CaptionJob,
         code = err.row_code if err is not None else "internal_error"
         return error(rows.error_stage(code), code, str(err), outcome.cost_usd)
     row = rows.caption_row(
-        vars(image), request_key=job.key, result=outcome.result, model=config.request.model,
-        run_id=config.run_id, cost_usd=outcome.cost_usd,
+        {**vars(image), "source_key": source_key}, request_key=job.key, result=outcome.result,
+        model=config.request.model, run_id=config.run_id, cost_usd=outcome.cost_usd,
         estimated_prompt_tokens=job.estimated_prompt_tokens, attempts=outcome.attempts,
         latency_ms=outcome.latency_ms, deduplicated_from=outcome.shared_from)
     if config.structured is not None:

@@ -67,6 +67,10 @@ class _PrepareImageDoFn(beam.DoFn):
             # This process stopped sending for the run: preparing would only burn CPU and I/O.
             yield self._failed(ref, stopped.stage, stopped.code, f"not sent: {stopped.message}")
             return
+        if ref.problem is not None:
+            yield self._failed(ref, "read", "bad_manifest_row",
+                               f"manifest row skipped: {ref.problem}")
+            return
         if is_url(ref.uri):
             self._downloads[self._reader.submit(ref.uri)] = ref
             yield from self._downloaded(block=len(self._downloads) >= MAX_DOWNLOADS)
@@ -98,7 +102,7 @@ class _PrepareImageDoFn(beam.DoFn):
     def _prepared_or_error(self, ref: ImageRef, read: Any) -> Any:
         try:
             image = prepare_image(ref.uri, read(), self._prepare, source_id=ref.source_id,
-                                  prompt=ref.prompt)
+                                  prompt=ref.prompt, version=ref.version)
         except ImageError as exc:
             return self._failed(ref, exc.stage, exc.code, exc.message)
         except Exception as exc:

@@ -6,9 +6,13 @@ answers in three places: its captions tables, the error rows whose answer was bi
 filter, a schema mismatch), and the answer journal of a run that was interrupted before it wrote
 its tables (journal.py).
 
-SkipDone reads and hashes each candidate once (a cheap pass; the image is read again, and decoded,
-only if it still needs captioning) and anti-joins the keys with every answered key. The join is a
-CoGroupByKey, not a side input, so no worker holds the set of done keys in memory.
+SkipDone anti-joins the candidates with every answer twice. First by source_key (the listed
+uri, size and modification time plus the request settings), which needs no read: an unchanged
+file an earlier run answered is skipped unread. The refs left (new or changed files, URLs,
+manifests without sizes and times, answers written before source_key existed) are read and
+hashed into their request_key and anti-joined again, so identical bytes under a new name or time
+are not paid for twice; only those are read again by PrepareImages. The joins are CoGroupByKeys,
+not side inputs, so no worker holds the set of done keys in memory.
 
 CarriedRows gives the resumed run the rows it must write again: journal rows that never reached
 the tables, and the billed error rows of the error files the new run replaces. One row per
@@ -22,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
@@ -35,6 +40,7 @@ from beam_caption.pipeline.journal import CAPTIONS, ERRORS, decode_line
 from beam_caption.pipeline.rows import is_billed_error
 
 ALREADY_CAPTIONED = "already_captioned"
+UNLISTED = "unlisted"  # refs without a listed version (URLs, plain manifests)
 CARRIED = "carried_rows"
 
 
@@ -47,7 +53,19 @@ class AnswerSources(NamedTuple):
     journal: bool  # _journal/*/*.jsonl files
 
 
-class _KeyImageDoFn(beam.DoFn):
+class _ListedKeyDoFn(beam.DoFn):
+    """ImageRef -> (source_key, ref) for a listed file; refs without a version go to UNLISTED."""
+
+    def __init__(self, caption: CaptionConfig) -> None:
+        self._caption = caption
+
+    def process(self, ref: ImageRef) -> Iterator[Any]:
+        """Key by the listed version, reading nothing."""
+        key = self._caption.source_key(ref.uri, ref.version, ref.prompt)
+        yield (key, ref) if key is not None else beam.pvalue.TaggedOutput(UNLISTED, ref)
+
+
+class _ContentKeyDoFn(beam.DoFn):
     """ImageRef -> (request_key, ref); unreadable images get a key that matches nothing."""
 
     def __init__(self, fetch: FetchSettings, caption: CaptionConfig) -> None:
@@ -67,6 +85,9 @@ class _KeyImageDoFn(beam.DoFn):
     def process(self, ref: ImageRef) -> Iterator[tuple[str, ImageRef]]:
         """Hash the image's bytes into its request key."""
         assert self._reader is not None
+        if ref.problem is not None:
+            yield f"unreadable:{ref.uri}", ref
+            return
         try:
             data = self._reader.read(ref.uri)
         except ImageError:
@@ -111,26 +132,45 @@ def _billed_errors(pipeline: beam.Pipeline, output: str, label: str) -> beam.PCo
             | f"BilledErrors{label}" >> beam.Filter(is_billed_error))
 
 
-def _done_keys(pipeline: beam.Pipeline, source: AnswerSources, label: str) -> list[Any]:
+def _table_keys(readable: fileio.ReadableFile) -> Iterator[tuple[str, str | None]]:
+    """(request_key, source_key) of every answer in one captions or errors file. Files written
+    before source_key existed have no such column: their answers match by content only."""
+    with readable.open() as handle:
+        parquet = pq.ParquetFile(handle)
+        names = set(parquet.schema_arrow.names)
+        columns = [c for c in ("request_key", "source_key", "cost_usd", "stage") if c in names]
+        for batch in parquet.iter_batches(columns=columns):
+            for row in batch.to_pylist():
+                if "stage" not in row or is_billed_error(row):
+                    yield row["request_key"], row.get("source_key")
+
+
+def _stored_keys(pipeline: beam.Pipeline, source: AnswerSources, label: str) -> list[Any]:
+    """PCollections of (request_key, source_key) for every answer `source` holds."""
     keys = []
-    if source.captions:
-        keys.append(pipeline
-                    | f"ReadDoneKeys{label}" >> beam.io.ReadFromParquet(
-                        FileSystems.join(source.output, "captions-*.parquet"),
-                        columns=["request_key"])
-                    | f"DoneKeys{label}" >> beam.Map(lambda row: (row["request_key"], True)))
-    if source.errors:
-        keys.append(_billed_errors(pipeline, source.output, f"ForKeys{label}")
-                    | f"BilledKeys{label}" >> beam.Map(lambda row: (row["request_key"], True)))
+    for table, present in (("captions", source.captions), ("errors", source.errors)):
+        if present:
+            keys.append(pipeline
+                        | f"Find{table.title()}{label}" >> fileio.MatchFiles(
+                            FileSystems.join(source.output, f"{table}-*.parquet"))
+                        | f"Open{table.title()}{label}" >> fileio.ReadMatches()
+                        | f"{table.title()}Keys{label}" >> beam.FlatMap(_table_keys))
     if source.journal:
         keys.append(_journal_rows(pipeline, source.output, f"ForKeys{label}")
-                    | f"JournalKeys{label}" >> beam.Map(lambda pair: (pair[1]["request_key"],
-                                                                      True)))
+                    | f"JournalKeys{label}" >> beam.Map(
+                        lambda pair: (pair[1]["request_key"], pair[1].get("source_key"))))
     return keys
 
 
 class SkipDone(beam.PTransform):
-    """ImageRef -> ImageRef minus those answered in `sources` (same request_key)."""
+    """ImageRef -> ImageRef minus those answered in `sources`, in two anti-joins.
+
+    First by listed version (source_key: uri, size, time and the request settings), reading
+    nothing: on a resume, what the earlier run answered is not read again. Then, for the refs
+    left, by content (request_key: the bytes' sha256 and the settings), so a copied, renamed
+    or touched file whose bytes were answered is not paid for again either; those refs are read
+    here and again by PrepareImages.
+    """
 
     def __init__(self, sources: tuple[AnswerSources, ...], fetch: FetchSettings,
                  caption: CaptionConfig) -> None:
@@ -140,14 +180,25 @@ class SkipDone(beam.PTransform):
         self._caption = caption
 
     def expand(self, refs: beam.PCollection) -> beam.PCollection:
-        """Key, anti-join, keep the undone."""
-        keyed = refs | "KeyImages" >> beam.ParDo(_KeyImageDoFn(self._fetch, self._caption))
-        done = [key for i, source in enumerate(self._sources)
-                for key in _done_keys(refs.pipeline, source, str(i))]
-        done_keys = tuple(done) | "AllDoneKeys" >> beam.Flatten() if done else (
-            refs.pipeline | "NoDoneKeys" >> beam.Create([]))
-        return ({"todo": keyed, "done": done_keys}
-                | "JoinDone" >> beam.CoGroupByKey()
+        """Key by version, anti-join; key the rest by content, anti-join; keep the undone."""
+        pipeline = refs.pipeline
+        stored = [keys for i, source in enumerate(self._sources)
+                  for keys in _stored_keys(pipeline, source, str(i))]
+        answered = (tuple(stored) | "AllAnswered" >> beam.Flatten() if stored
+                    else pipeline | "NothingAnswered" >> beam.Create([]))
+        by_version = answered | "ByVersion" >> beam.FlatMap(
+            lambda keys: [(keys[1], True)] if keys[1] else [])
+        by_content = answered | "ByContent" >> beam.Map(lambda keys: (keys[0], True))
+        listed = refs | "KeyByVersion" >> beam.ParDo(_ListedKeyDoFn(self._caption)).with_outputs(
+            UNLISTED, main="listed")
+        changed = ({"todo": listed.listed, "done": by_version}
+                   | "JoinVersions" >> beam.CoGroupByKey()
+                   | "KeepNewVersions" >> beam.FlatMap(_undone))
+        unknown = (changed, listed[UNLISTED]) | "NotSkippedByVersion" >> beam.Flatten()
+        keyed = unknown | "KeyByContent" >> beam.ParDo(_ContentKeyDoFn(self._fetch,
+                                                                       self._caption))
+        return ({"todo": keyed, "done": by_content}
+                | "JoinContent" >> beam.CoGroupByKey()
                 | "KeepUndone" >> beam.FlatMap(_undone))
 
 

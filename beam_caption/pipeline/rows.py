@@ -18,7 +18,7 @@ ERROR_STAGES = ("read", "decode", "request", "response", "budget", "internal")
 _RESPONSE_CODES = frozenset({"content_filter", "bad_response", "schema_mismatch", "refusal"})
 # The image columns every caption row copies from the prepared image (or batch metadata).
 IMAGE_FIELDS = ("uri", "image_id", "source_id", "width", "height", "sent_width", "sent_height",
-                "bytes")
+                "bytes", "source_key")
 
 
 def utc_now() -> datetime:
@@ -56,7 +56,7 @@ def caption_row(image: Mapping[str, Any], *, request_key: str, result: ChatResul
 
 def error_row(*, uri: str, stage: str, code: str, message: str, image_id: str | None = None,
               attempts: int = 0, request_key: str | None = None, run_id: str | None = None,
-              cost_usd: float | None = None) -> dict[str, Any]:
+              cost_usd: float | None = None, source_key: str | None = None) -> dict[str, Any]:
     """One errors-table row; `message` is truncated so one bad file cannot bloat the table.
 
     `cost_usd` is set when the provider billed the answer that was then refused or rejected.
@@ -65,7 +65,8 @@ def error_row(*, uri: str, stage: str, code: str, message: str, image_id: str | 
         raise ValueError(f"unknown error stage {stage!r}")
     return {"uri": uri, "image_id": image_id, "stage": stage, "code": code,
             "message": message[:2000], "attempts": attempts, "request_key": request_key,
-            "cost_usd": cost_usd, "run_id": run_id, "created_at": utc_now()}
+            "source_key": source_key, "cost_usd": cost_usd, "run_id": run_id,
+            "created_at": utc_now()}
 
 
 def is_billed_error(row: Mapping[str, Any]) -> bool:

@@ -42,6 +42,7 @@ CAPTIONS_SCHEMA = pa.schema([
     pa.field("attempts", pa.int32()),
     pa.field("latency_ms", pa.float64()),
     pa.field("request_key", pa.string(), nullable=False),
+    pa.field("source_key", pa.string()),
     pa.field("run_id", pa.string()),
     pa.field("created_at", TIMESTAMP, nullable=False),
 ])
@@ -54,6 +55,7 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("message", pa.string()),
     pa.field("attempts", pa.int32()),
     pa.field("request_key", pa.string()),
+    pa.field("source_key", pa.string()),
     pa.field("cost_usd", pa.float64()),
     pa.field("run_id", pa.string()),
     pa.field("created_at", TIMESTAMP, nullable=False),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from beam_caption.simulator import running_simulator
@@ -76,3 +78,59 @@ def test_incremental_needs_an_output_with_captions(tmp_path: Path) -> None:
     with running_simulator() as sim:
         code = _run(sim, tmp_path / "p", tmp_path / "out", "--incremental", str(tmp_path / "empty"))
     assert code == 2
+
+
+def test_a_resume_reads_none_of_the_files_it_answered(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    make_small_photos(photos, 20)
+    out = tmp_path / "out"
+    with running_simulator() as sim:
+        assert _run(sim, photos, out) == 0
+        first = read_rows(out, "captions")
+        assert all(row["source_key"] for row in first), "listed files carry their version key"
+        # Overwrite every answered file with bytes of the same size and restore its time: a
+        # resume that read (or hashed) any of them would send it again or fail to decode it.
+        for path in photos.iterdir():
+            stat = path.stat()
+            path.write_bytes(b"\x00" * stat.st_size)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        make_small_photos(tmp_path / "new", 5, seed=71)
+        for path in (tmp_path / "new").iterdir():
+            shutil.copy(path, photos / f"new-{path.name}")
+        before = sim.stats()["requests"]["total"]
+        assert _run(sim, photos, out, "--resume") == 0
+        sent = sim.stats()["requests"]["total"] - before
+    assert sent == 5
+    assert read_rows(out, "errors") == []
+    assert len(read_rows(out, "captions")) == 25
+    assert read_summary(out)["engine"].get("already_captioned") == 20
+
+
+def test_a_touched_or_copied_file_is_still_not_paid_for_twice(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    made = make_small_photos(photos, 6)
+    with running_simulator() as sim:
+        assert _run(sim, photos, tmp_path / "week1") == 0
+        os.utime(made[0], (1_000_000_000, 1_000_000_000))  # a new time, the same bytes
+        shutil.copy(made[1], photos / "copy-of-1.jpg")  # a new name, the same bytes
+        before = sim.stats()["requests"]["total"]
+        assert _run(sim, photos, tmp_path / "week2", "--incremental",
+                    str(tmp_path / "week1")) == 0
+        assert sim.stats()["requests"]["total"] == before, "matched by content, not re-sent"
+    assert read_summary(tmp_path / "week2")["engine"].get("already_captioned") == 7
+
+
+def test_outputs_written_before_source_keys_are_matched_by_content(tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    make_small_photos(library, 8)
+    with running_simulator() as sim:
+        assert _run(sim, library, tmp_path / "old") == 0
+        for path in (tmp_path / "old").glob("captions-*.parquet"):
+            table = pq.read_table(path)
+            pq.write_table(table.drop_columns(["source_key"]), path)  # as an older version wrote
+        make_small_photos(tmp_path / "more", 3, seed=5)
+        for path in (tmp_path / "more").iterdir():
+            shutil.copy(path, library / f"more-{path.name}")
+        before = sim.stats()["requests"]["total"]
+        assert _run(sim, library, tmp_path / "new", "--incremental", str(tmp_path / "old")) == 0
+        assert sim.stats()["requests"]["total"] - before == 3

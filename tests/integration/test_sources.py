@@ -75,7 +75,7 @@ def test_manifests_of_every_format(tree: Path, tmp_path_factory: pytest.TempPath
     (manifests / "m.jsonl").write_text(
         json.dumps({"uri": "../top.jpg", "id": 7}) + "\n\n"
         + json.dumps({"uri": URL, "prompt": "Is it a cat?"}) + "\n"
-        + json.dumps({"uri": ""}) + "\n",  # skipped: no uri
+        + json.dumps({"uri": ""}) + "\n",  # names no image: a problem ref (an error row)
         encoding="utf-8",
     )
     table = pa.table({"uri": ["../a/b/c/z.png", "gs://bucket/p.jpg"], "id": [1, 2]})
@@ -89,7 +89,9 @@ def test_manifests_of_every_format(tree: Path, tmp_path_factory: pytest.TempPath
         "Csv": (ExpandInputs([], manifest=str(manifests / "m.csv")),
                 [ImageRef(top, "1", "Count the cats."), ImageRef(x)]),
         "Jsonl": (ExpandInputs([], manifest=str(manifests / "m.jsonl")),
-                  [ImageRef(top, "7"), ImageRef(URL, None, "Is it a cat?")]),
+                  [ImageRef(top, "7"), ImageRef(URL, None, "Is it a cat?"),
+                   ImageRef(str(manifests / "m.jsonl"),
+                            problem="the row's uri is empty: {'uri': ''}")]),
         "Parquet": (ExpandInputs([], manifest=str(manifests / "m.parquet")),
                     [ImageRef(z, "1"), ImageRef("gs://bucket/p.jpg", "2")]),
         # A glob's refs carry the listing's size and time; a manifest's do not.
@@ -114,8 +116,10 @@ def test_check_inputs_accepts_good_inputs(tree: Path) -> None:
 
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("m.csv", "path,id\nx.jpg,1\n", "no 'uri' column"),
-    ("m.jsonl", '{"path": "x.jpg"}\n', "line 1 has no 'uri' key"),
-    ("m.jsonl", "not json\n", "line 1 is not valid JSON"),
+    ("m.jsonl", '{"path": "x.jpg"}\n', r"first row names no image \(the line has no 'uri' key"),
+    ("m.jsonl", "not json\n", r"first row names no image \(the line is not valid JSON"),
+    ("m.csv", 'uri,prompt\nx.jpg,"two\nlines"\n', "line 2 has a quoted line break"),
+    ("m.csv", "bucket,size\nb,1\n", "no 'uri' column"),
     ("m.txt", "# only a comment\n\n", "lists no images"),
     ("m.yaml", "- x.jpg\n", "unknown extension"),
 ])

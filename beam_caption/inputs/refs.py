@@ -1,0 +1,37 @@
+"""ImageRef: one image to caption, as input expansion names it (before anything reads it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image to caption: where it is, an optional caller id and an optional per-image prompt.
+
+    `size` and `modified` come from a listing (a glob, a GCS inventory report): they identify
+    this version of the file without reading it, so a resumed run skips an unchanged file
+    unread. `problem` is set instead of a usable `uri` when a manifest row names no image (the
+    row becomes an error row, never a crash).
+    """
+
+    uri: str
+    source_id: str | None = None
+    prompt: str | None = None
+    size: int | None = None
+    modified: float | None = None
+    problem: str | None = None
+
+    @property
+    def version(self) -> str | None:
+        """This file's version as listed (size and modification time to the millisecond), or
+        None when the input did not say (URLs, manifests without those columns)."""
+        return file_version(self.size, self.modified)
+
+
+def file_version(size: int | None, modified: float | None) -> str | None:
+    """A listed file's version: its size and modification time rounded to milliseconds (a
+    local listing, Beam's GCS listing and an inventory report's RFC 3339 time then agree)."""
+    if size is None or modified is None:
+        return None
+    return f"{size}:{round(modified * 1000)}"
