@@ -303,6 +303,44 @@ def render(results: dict[str, Any], order: list[str] | None = None) -> str:
     keys = [k for k in order or [] if k in stored] + [k for k in stored if k not in (order or [])]
     for key in keys:
         lines += _scenario_section(stored[key])
+    if results.get("listing"):
+        lines += listing_section(results["listing"])
     if ANALYSIS.exists():
         lines += ["## Analysis", "", ANALYSIS.read_text().strip(), ""]
     return "\n".join(lines)
+
+
+_LISTING_NAMES = {"bare": "bare listing (floor: os.scandir / list_blobs, no Beam)",
+                  "matchall": "Beam fileio.MatchAll",
+                  "matchall-reshuffle": "Beam fileio.MatchAll + Reshuffle (the expansion before)",
+                  "beam-caption": "beam-caption ExpandInputs",
+                  "stream": "beam-caption list_part (streamed)",
+                  "match": "Beam FileSystems.match"}
+
+
+def listing_section(listing: dict[str, Any]) -> list[str]:
+    """The input-expansion tables of bench/listing.py: whole trees, then one growing folder."""
+    lines = ["## Listing (input expansion)", "",
+             f"`bench/listing.py`, run {listing['run_at']} in {listing['seconds']} s. Each row is "
+             "a fresh child process counting the .jpg files of a glob; wall time and the peak "
+             "RSS of its process tree include its imports and start-up. Beam rows run on the "
+             "FnApiRunner in memory, which also holds every PCollection between stages.", "",
+             "| tree | system | files found | wall s | CPU s | peak RSS MB | x floor wall |",
+             "|---|---|---|---|---|---|---|"]
+    trees = [r for r in listing["rows"] if r["set"] == "tree"]
+    floors = {r["where"]: r["wall_s"] for r in trees if r["system"] == "bare"}
+    for row in trees:
+        where = (f"{row['where']}: {row['objects']:,} files in {row['folders']} folders")
+        ratio = row["wall_s"] / floors[row["where"]] if floors.get(row["where"]) else 0
+        lines.append(f"| {where} | {_LISTING_NAMES[row['system']]} | {row['count']:,} | "
+                     f"{row['wall_s']:.1f} | {row['cpu_s']:.1f} | {row['tree_peak_rss_mb']} | "
+                     f"{ratio:.1f}x |")
+    lines += ["", "One folder as it grows: the memory the listing itself takes (peak RSS above "
+              "the child's RSS once its imports are done; the emulator pages listings by 1,000 "
+              "as Cloud Storage does).", "",
+              "| folder | files | system | MB above imports | s |", "|---|---|---|---|---|"]
+    for row in (r for r in listing["rows"] if r["set"] == "folder"):
+        lines.append(f"| {row['where']} | {row['objects']:,} | {_LISTING_NAMES[row['system']]} | "
+                     f"{max(0.0, row['peak_mb'] - row['baseline_mb']):.1f} | "
+                     f"{row['seconds']:.2f} |")
+    return [*lines, ""]

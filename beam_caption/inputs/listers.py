@@ -32,16 +32,19 @@ class LocalLister:
     walk_only = False
 
     def children(self, folder: str) -> Iterator[Entry | str]:
-        """The files of `folder` (Entries) and its sub-folders (paths ending in "/")."""
+        """The files of `folder` (Entries, streamed in directory order) and then its
+        sub-folders (paths ending in "/", sorted): a folder of 100,000 files is never held."""
+        folders: list[str] = []
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        folders.append(os.path.join(folder, entry.name) + "/")
+                    elif entry.is_file():
+                        yield _local_entry(entry)
         except (FileNotFoundError, NotADirectoryError):
             return
-        for entry in sorted(entries, key=lambda e: e.name):
-            if entry.is_dir():
-                yield os.path.join(folder, entry.name) + "/"
-            elif entry.is_file():
-                yield _local_entry(entry)
+        yield from sorted(folders)
 
     def walk(self, folder: str) -> Iterator[Entry]:
         """Every file under `folder`, depth first, one directory in memory at a time."""

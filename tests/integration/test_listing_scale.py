@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import pytest
@@ -65,7 +66,8 @@ def test_a_local_tree_of_100000_files_is_split_and_listed_once(local_tree: Path,
 
 
 @pytest.fixture(scope="module")
-def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
+    """(the emulator, gs://big holding 20,000 photos under 200 prefixes and two others)."""
     with gcs_emulator(tmp_path_factory.mktemp("adc")) as (server, env), \
             pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
@@ -73,7 +75,12 @@ def bucket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         names = (f"photos/p{i % 200:03d}/img{i:06d}.jpg" for i in range(20_000))
         assert fill_bucket(server, "big", names) == 20_000
         fill_bucket(server, "big", ["photos/README.txt", "other/x.jpg"])
-        yield "gs://big"
+        yield server, "gs://big"
+
+
+@pytest.fixture(scope="module")
+def bucket(gcs: tuple[Any, str]) -> str:
+    return gcs[1]
 
 
 def test_a_bucket_of_20000_objects_under_200_prefixes_is_listed_once_per_prefix(
@@ -92,3 +99,29 @@ def test_a_bucket_of_20000_objects_under_200_prefixes_is_listed_once_per_prefix(
     assert len(walked) == 200 and set(listed.values()) == {1}, "each prefix once"
     assert not any(folder.startswith(f"{bucket}/other") for _, folder in listed), \
         "nothing outside the pattern's root is listed"
+
+
+def test_listings_follow_pages_as_cloud_storage_returns_them(gcs: tuple[Any, str],
+                                                             monkeypatch) -> None:
+    from tests.fixtures import gcs_emulator as emulator
+
+    pages: Counter = Counter()
+    real = emulator._paged_ls
+
+    def counting(request, *args, **kwargs):
+        pages[(request.query.get("prefix") or [""])[0]] += 1
+        return real(request, *args, **kwargs)
+
+    # 1,500 sub-prefixes under one folder (a delimiter listing of two pages) and 2,500 objects
+    # in one prefix (three pages); a client that read only the first page would miss most.
+    server_names = [f"paged/many/d{i:04d}/x.jpg" for i in range(1_500)]
+    server_names += [f"paged/flat/img{i:05d}.jpg" for i in range(2_500)]
+    monkeypatch.setattr(emulator, "_paged_ls", counting)
+    for _, handlers in emulator.emulator_server.HANDLERS:
+        if handlers.get(emulator.emulator_server.GET) is real:
+            monkeypatch.setitem(handlers, emulator.emulator_server.GET, counting)
+    server, bucket = gcs
+    fill_bucket(server, "big", server_names)
+    _expand_and_count(f"{bucket}/paged/many/*/*.jpg", 1_500)
+    _expand_and_count(f"{bucket}/paged/flat/*.jpg", 2_500)
+    assert pages["paged/many/"] >= 2 and pages["paged/flat/"] >= 3

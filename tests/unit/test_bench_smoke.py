@@ -67,3 +67,24 @@ def test_phase_spans_first_arrival_to_last_answer_of_one_run(tmp_path: Path) -> 
     phase = reader.phase()
     assert phase.ok == 2
     assert phase.seconds == 1.5  # from 100.0 (100.5 - 0.5) to 101.5
+
+
+def test_the_listing_tables_divide_by_the_floor_of_the_same_tree() -> None:
+    from bench.report import listing_section
+
+    def row(where: str, system: str, wall: float, **extra: object) -> dict:
+        return {"set": "tree", "where": where, "system": system, "objects": 100, "folders": 2,
+                "count": 100, "wall_s": wall, "cpu_s": wall, "tree_peak_rss_mb": 50, **extra}
+
+    listing = {"run_at": "today", "seconds": 9, "rows": [
+        row("local", "bare", 0.5), row("local", "beam-caption", 2.0),
+        row("gcs", "bare", 1.0), row("gcs", "matchall", 3.0),
+        {**row("local", "stream", 0.1), "set": "folder", "peak_mb": 99.9, "baseline_mb": 100.0,
+         "seconds": 0.1},
+        {**row("local", "match", 0.1), "set": "folder", "peak_mb": 132.0, "baseline_mb": 100.0,
+         "seconds": 0.1}]}
+    lines = listing_section(listing)
+    assert any("beam-caption ExpandInputs" in line and "| 4.0x |" in line for line in lines)
+    assert any("Beam fileio.MatchAll |" in line and "| 3.0x |" in line for line in lines)
+    folder_rows = [line for line in lines if line.startswith("| local | 100 |")]
+    assert [line.split(" | ")[3] for line in folder_rows] == ["0.0", "32.0"]
