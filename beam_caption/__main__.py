@@ -1,8 +1,6 @@
 """`python -m beam_caption` is the same as the `beam-caption` command."""
 
-import sys
-
-from beam_caption.cli import main
+from beam_caption.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

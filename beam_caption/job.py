@@ -23,21 +23,30 @@ from beam_caption.pipeline.prepare import PrepareImages
 from beam_caption.pipeline.resume import AnswerSources, CarriedRows, SkipDone
 from beam_caption.pipeline.sinks import WriteCaptions
 from beam_caption.runner.local import local_runner
-from beam_caption.runner.workers import expected_worker_processes, is_local
+from beam_caption.runner.workers import (
+    expected_worker_processes,
+    in_process_is_faster,
+    is_local,
+)
 
-__all__ = ["build_pipeline", "expected_worker_processes", "is_local", "make_runner",
-           "pipeline_options"]
+__all__ = ["build_pipeline", "expected_worker_processes", "in_process_is_faster", "is_local",
+           "make_runner", "pipeline_options"]
 
-def pipeline_options(beam_flags: list[str]) -> PipelineOptions:
+def pipeline_options(beam_flags: list[str], *, in_process: bool = False) -> PipelineOptions:
     """Beam options from the pass-through flags, with local defaults that use every core.
 
     When no runner is named the job runs on Beam's FnApiRunner (what the DirectRunner falls back to
     after trying to download the Prism binary, which fails offline), in multi-processing mode with
     one worker per core unless --direct_running_mode / --direct_num_workers say otherwise.
+    `in_process`: a small local job (runner/workers.py's in_process_is_faster) runs in this
+    process instead, unless those flags say otherwise.
     """
     flags = list(beam_flags)
     names = {f.split("=", 1)[0] for f in flags if f.startswith("--")}
     if "--runner" not in names or is_local(PipelineOptions(flags)):
+        if in_process and not names & {"--direct_running_mode", "--direct_num_workers"}:
+            return PipelineOptions([*flags, "--direct_running_mode=in_memory",
+                                    "--direct_num_workers=1"])
         if "--direct_running_mode" not in names:
             flags.append("--direct_running_mode=multi_processing")
         mode = PipelineOptions(flags).view_as(DirectOptions).direct_running_mode

@@ -14,9 +14,11 @@ import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from beam_caption import __version__
 from beam_caption.errors import ConfigError, RunAborted
+from beam_caption.quick_exit import exit_now
 
 # name -> (module, one-line help). Modules are imported only when their subcommand runs, so
 # `beam-caption --help` stays fast and `simulate` does not import Beam.
@@ -76,8 +78,14 @@ def _command_in(argv: list[str]) -> str | None:
     return next((word for word in argv if word in SUBCOMMANDS), None)
 
 
+def console() -> NoReturn:
+    """The `beam-caption` console script: main(), then a quick exit (quick_exit.py)."""
+    exit_now(main())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `beam-caption` console script."""
+    """The `beam-caption` command: parse `argv` (default sys.argv), run the subcommand, and
+    return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(_command_in(argv))
     args, extra = parser.parse_known_args(argv)

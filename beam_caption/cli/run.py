@@ -26,7 +26,7 @@ from beam_caption.cli.run_config import build_run_config
 from beam_caption.config import RunConfig
 from beam_caption.engine.stop import INTERRUPTED
 from beam_caption.errors import ConfigError
-from beam_caption.inputs.sources import check_inputs, count_inputs
+from beam_caption.inputs.sources import InputTally, check_inputs, tally_inputs
 from beam_caption.loopback import is_loopback_url
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
 from beam_caption.pipeline.journal import journal_runs
@@ -88,12 +88,13 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     if unknown:
         raise ConfigError(f"unrecognized option {unknown[0]} (not a beam-caption or Beam "
                           "pipeline option; see beam-caption run --help)")
-    options = pl.pipeline_options(beam_flags)
-    local = pl.is_local(options)
+    local = pl.is_local(pl.pipeline_options(beam_flags))
     settle_gcs_credentials([*(args.input or ()), args.manifest or "", args.output,
                             *(args.incremental or ()), args.schema or ""])
     check_inputs(list(args.input or ()), args.manifest)
-    expected = count_inputs(list(args.input or ()), args.manifest) if local else None
+    tally = tally_inputs(list(args.input or ()), args.manifest) if local else None
+    expected = tally.images if tally else None
+    options = pl.pipeline_options(beam_flags, in_process=_small(tally))
     workers, how = pl.expected_worker_processes(options)
     with _endpoint(args) as base_url, tempfile.TemporaryDirectory(
             prefix="beam-caption-control-") as control_dir:
@@ -119,6 +120,16 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
         live = LiveProgress(control_dir, expected, args.progress_interval) if local else None
         job = _Job(config, answered, carry if config.resume else None, supersede, journals)
         return _run(job, options, live)
+
+
+def _small(tally: InputTally | None) -> bool:
+    """A local job small enough to run in this process (runner/workers.py); says so."""
+    if tally is None or not pl.in_process_is_faster(*tally):
+        return False
+    _LOG.info("%d images (%.0f MB): running in this process, since starting worker processes "
+              "would take longer than the work (--direct_num_workers N to choose)",
+              tally.images, tally.bytes / 1e6)
+    return True
 
 
 def _log_division(args: argparse.Namespace, config: RunConfig, how: str) -> None:

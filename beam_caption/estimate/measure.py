@@ -24,7 +24,7 @@ from beam_caption.config import CaptionConfig
 from beam_caption.cost import tokens
 from beam_caption.cost.pricing import ModelPrice
 from beam_caption.inputs.fetch import FetchSettings, is_url, read_image_bytes, read_uri_bytes
-from beam_caption.inputs.images import ImageError, image_size_from_header, sent_size
+from beam_caption.inputs.images import ImageError, ImageHeader, image_header, sent_size
 from beam_caption.inputs.sources import ImageRef
 
 # JPEG headers (EXIF with its thumbnail, ICC profile) almost always fit in the first 256 KiB; when
@@ -79,31 +79,32 @@ def token_spec(prices: Mapping[str, ModelPrice], caption: CaptionConfig, *,
                      max_pixels=max_pixels)
 
 
-def read_header_size(uri: str, fetch: FetchSettings, max_pixels: int) -> tuple[int, int]:
-    """The displayed size of the image at `uri`, from its header; raises ImageError with a code.
+def read_header_size(uri: str, fetch: FetchSettings, max_pixels: int) -> ImageHeader:
+    """The displayed size and kind of the image at `uri`, from its header; raises ImageError
+    with a code.
 
     Local, gs:// and s3:// files: only a prefix is read (the whole file if the header does not
     fit). https:// URLs are fetched whole by the guarded fetcher (no range requests). Files the
     run would refuse (too_large, too_many_pixels) get the same codes here.
     """
     if is_url(uri):
-        width, height = image_size_from_header(read_image_bytes(uri, fetch))
+        header = image_header(read_image_bytes(uri, fetch))
     else:
         head, size = _read_prefix(uri, fetch)
         if size is not None and size > fetch.max_bytes:
             raise ImageError("too_large", f"file is larger than {fetch.max_bytes} bytes",
                              stage="read")
         try:
-            width, height = image_size_from_header(head)
+            header = image_header(head)
         except ImageError as exc:
             if exc.code != "decode_error" or len(head) < HEADER_PREFIX_BYTES:
                 raise  # the prefix was the whole file: the error is real
-            width, height = image_size_from_header(read_uri_bytes(uri,
-                                                                  max_bytes=fetch.max_bytes))
+            header = image_header(read_uri_bytes(uri, max_bytes=fetch.max_bytes))
+    width, height = header.width, header.height
     if width * height > max_pixels:
         raise ImageError("too_many_pixels", f"image has {width * height} pixels ({width}x"
                          f"{height}), above the cap of {max_pixels}")
-    return width, height
+    return header
 
 
 def _read_prefix(uri: str, fetch: FetchSettings) -> tuple[bytes, int | None]:
@@ -144,7 +145,7 @@ def measure(ref: ImageRef, spec: TokenSpec) -> Measured:
     if ref.problem is not None:
         return Measured(ref.uri, code="bad_manifest_row")
     try:
-        width, height = read_header_size(ref.uri, spec.fetch, spec.max_pixels)
+        header = read_header_size(ref.uri, spec.fetch, spec.max_pixels)
     except ImageError as exc:
         return Measured(ref.uri, code=exc.code)
     texts = spec.texts(ref.prompt)
@@ -152,7 +153,8 @@ def measure(ref: ImageRef, spec: TokenSpec) -> Measured:
     # loop order is the order of spec.keys().
     detail = spec.caption.request.detail
     counts = tuple(tokens.chat_prompt_tokens(rule, texts, len(texts),
-                                             [sent_size(width, height, side)], detail)
+                                             [sent_size(header.width, header.height, side,
+                                                        jpeg=header.jpeg)], detail)
                    for _, rule in spec.rules for side in spec.max_sides)
     return Measured(ref.uri, text_tokens=tokens.messages_text_tokens(texts, len(texts)),
                     prompt_tokens=counts)

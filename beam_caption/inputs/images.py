@@ -1,7 +1,7 @@
 """Image preparation: one image's bytes -> a JPEG a vision model accepts, or an ImageError.
 
 The public API for the pipeline, the gallery and `beam-caption estimate`: prepare_image,
-image_size_from_header and sent_size (the one fit rule), plus ImageError and the settings and
+image_header and sent_size (the one fit rule), plus ImageError and the settings and
 result types. It opens the header, enforces the pixel cap and maps every Pillow failure to an
 ImageError carrying a small, stable code (the DoFn turns it into an errors row); the decode,
 shrink, orientation and encode themselves are in inputs/pixels.py.
@@ -17,6 +17,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
@@ -41,6 +42,14 @@ _UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"<svg", "SVG"),
     (0, b"<?xml", "SVG/XML"),
 )
+# libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 scale for little more than the entropy decode
+# (DCT scaling). Such a decode is sent as it comes, with no resample, when its long side is at
+# least this share of --max-side: a few pixels under the maximum are fewer patches, so fewer
+# tokens, and the photo looks the same to a model. Below it, the next larger scale is decoded
+# and resampled to --max-side (a 1600x1200 photo is not sent at 400x300).
+DCT_SLACK = 0.9
+_DCT_SCALES = (2, 4, 8)
+DCT_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: a JPEG with more pictures after the first
 
 
 class ImageError(BeamCaptionError):
@@ -150,8 +159,17 @@ def prepare_image(
     )
 
 
-def image_size_from_header(data: bytes) -> tuple[int, int]:
-    """The displayed (EXIF-oriented) width and height, read from the header without decoding.
+class ImageHeader(NamedTuple):
+    """What an image's header says: its displayed (EXIF-oriented) size and whether it is a
+    JPEG (which is decoded at a DCT scale, see sent_size)."""
+
+    width: int
+    height: int
+    jpeg: bool
+
+
+def image_header(data: bytes) -> ImageHeader:
+    """The displayed size and kind of an image, read from its header without decoding.
 
     Raises ImageError like prepare_image (empty_file, unsupported_format, decode_error,
     too_many_pixels above twice Pillow's default cap).
@@ -159,12 +177,29 @@ def image_size_from_header(data: bytes) -> tuple[int, int]:
     if not data:
         raise ImageError("empty_file", "the file is empty", stage="read")
     im = _open(data)
-    return oriented(im.size, header_orientation(im))
+    width, height = oriented(im.size, header_orientation(im))
+    return ImageHeader(width, height, im.format in DCT_FORMATS)
 
 
-def sent_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The size an image of (width, height) is sent at with --max-side `max_side` (0 = original):
-    the longer side becomes max_side, each side rounded, never enlarged, never below 1 px.
+def dct_scale(width: int, height: int, max_side: int) -> int:
+    """The DCT scale (2, 4 or 8) a JPEG of this size is decoded and sent at for `max_side`, or 1
+    when no scale lands within DCT_SLACK of it (the JPEG is then resampled like any image)."""
+    longer = max(width, height)
+    if not max_side or longer <= max_side:
+        return 1
+    for scale in _DCT_SCALES:
+        scaled = -(-longer // scale)  # libjpeg rounds a scaled side up
+        if scaled <= max_side:
+            return scale if scaled >= DCT_SLACK * max_side else 1
+    return 1
+
+
+def sent_size(width: int, height: int, max_side: int, *, jpeg: bool = False) -> tuple[int, int]:
+    """The size an image of (width, height) is sent at with --max-side `max_side` (0 = original).
+
+    A JPEG whose DCT-scaled decode lands within DCT_SLACK of max_side is sent at that decode's
+    size (each side divided by the scale, rounded up). Otherwise the longer side becomes
+    max_side, each side rounded, never enlarged, never below 1 px.
 
     The one fit rule: prepare_image shrinks to it and `beam-caption estimate` counts tokens for
     it. It does not depend on which side is which, so the stored or the displayed (EXIF-oriented)
@@ -173,8 +208,11 @@ def sent_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     longer = max(width, height)
     if not max_side or longer <= max_side:
         return width, height
-    scale = max_side / longer
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    scale = dct_scale(width, height, max_side) if jpeg else 1
+    if scale > 1:
+        return -(-width // scale), -(-height // scale)
+    ratio = max_side / longer
+    return max(1, round(width * ratio)), max(1, round(height * ratio))
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -233,13 +271,16 @@ def _decode(
     """Decode `im` shrunk to fit `max_side` (0 = full size); return it and its EXIF orientation.
 
     verify_only: the caller sends the original bytes and decodes only to prove the file is
-    whole, so a 1/8-scale decode is enough. Otherwise draft mode is asked for the target size
-    itself, which keeps the aspect ratio libjpeg needs (see pixels.decode_shrunk).
+    whole, so a 1/8-scale decode is enough. A JPEG sent at a DCT scale is drafted at exactly
+    that scale (no resample follows). Otherwise draft mode is asked for the target size itself,
+    which keeps the aspect ratio libjpeg needs (see pixels.decode_shrunk).
     """
     width, height = im.size
-    target = sent_size(width, height, max_side)
-    eighth = max(1, max(width, height) // 8)
-    draft_size = sent_size(width, height, eighth) if verify_only else target
+    jpeg = im.format in DCT_FORMATS
+    target = sent_size(width, height, max_side, jpeg=jpeg)
+    scale = 8 if verify_only else (dct_scale(width, height, max_side) if jpeg else 1)
+    # Pillow drafts at the largest scale s with size // draft_size >= s on both sides.
+    draft_size = (max(1, width // scale), max(1, height // scale)) if scale > 1 else target
     with _decode_errors():
         return decode_shrunk(im, draft_size, target if max_side else None)
 

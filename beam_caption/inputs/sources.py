@@ -9,10 +9,11 @@ into a one-line ConfigError; count_inputs() sizes the run for progress projectio
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 
@@ -24,7 +25,8 @@ from beam_caption.inputs.listing import Part, first_match, list_part, split
 from beam_caption.inputs.manifest import ReadManifest, inspect_manifest, iter_manifest
 from beam_caption.inputs.refs import ImageRef
 
-__all__ = ["ExpandInputs", "ImageRef", "check_inputs", "count_inputs", "normalize_pattern"]
+__all__ = ["ExpandInputs", "ImageRef", "InputTally", "check_inputs", "count_inputs",
+           "normalize_pattern", "tally_inputs"]
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # describe_io_error and the manifest check keep their one-line messages this short.
@@ -54,33 +56,53 @@ def check_inputs(inputs: list[str], manifest: str | None) -> None:
         _check_manifest(manifest)
 
 
+class InputTally(NamedTuple):
+    """What the launcher counted of a local job's inputs."""
+
+    images: int
+    bytes: int  # the total size of the images whose size the listing gave
+    unsized: int  # images of unknown size (URLs, manifest rows without a size)
+
+
 def count_inputs(inputs: list[str], manifest: str | None, limit: int = 2_000_000) -> int | None:
-    """How many images the inputs name, for progress projections; None when unknown or too many.
+    """How many images the inputs name, for progress projections; None when unknown or too many
+    (see tally_inputs)."""
+    tally = tally_inputs(inputs, manifest, limit)
+    return tally.images if tally else None
+
+
+def tally_inputs(inputs: list[str], manifest: str | None,
+                 limit: int = 2_000_000) -> InputTally | None:
+    """How many images the inputs name and how many bytes they hold; None when unknown or more
+    than `limit` images.
 
     Lists every local pattern (and reads a local manifest); remote listings and huge inputs are
     not worth the launcher's time for a progress estimate.
     """
-    total = 0
+    images = size = unsized = 0
+    refs: list[Iterator[ImageRef]] = []
     for raw in inputs:
         if is_url(raw):
-            total += 1
+            refs.append(iter([ImageRef(raw)]))
             continue
         pattern = normalize_pattern(raw)
         if _SCHEME.match(pattern):
             return None
-        total += sum(1 for _ in _matches(pattern))
-        if total > limit:
-            return None
+        refs.append(_entry_to_ref(entry) for entry in _matches(pattern))
     if manifest:
         path = normalize_pattern(manifest)
         if _SCHEME.match(path):
             return None
-        with contextlib.closing(iter_manifest(inspect_manifest(path))) as refs:
-            for _ in refs:
-                total += 1
-                if total > limit:
-                    return None
-    return total if total <= limit else None
+        refs.append(iter_manifest(inspect_manifest(path)))
+    for ref in itertools.chain.from_iterable(refs):
+        images += 1
+        if ref.size is None:
+            unsized += 1
+        else:
+            size += ref.size
+        if images > limit:
+            return None
+    return InputTally(images, size, unsized)
 
 
 def _check_manifest(manifest: str) -> None:

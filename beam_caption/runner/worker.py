@@ -16,6 +16,7 @@ import signal
 import sys
 
 from beam_caption.auth.gcloud import settle_in_worker
+from beam_caption.quick_exit import exit_now
 
 CONTROL_DIR_ENV = "BEAM_CAPTION_CONTROL_DIR"
 
@@ -38,6 +39,9 @@ def main() -> None:
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)
+    # The harness has torn every DoFn down (the journal is flushed in teardown): what is left
+    # is unloading modules, while the launcher waits for this worker before the next.
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ CONCURRENCY = 16
 WORKERS = 2
 WINDOW = CONCURRENCY * WORKERS  # the most requests that can be in flight at once
 BEAM_CAPTION = [sys.executable, "-m", "beam_caption"]
+WORKER_PROCESSES = (f"--direct_num_workers={WORKERS}",)
+# What a small local job runs as: the engine and the DoFns in the launcher's own process.
+IN_PROCESS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +53,10 @@ def sim() -> Iterator[object]:
         yield handle
 
 
-def _command(photos: Path, out: Path, sim, *extra: str) -> list[str]:
+def _command(photos: Path, out: Path, sim, *extra: str,
+             mode: tuple[str, ...] = WORKER_PROCESSES) -> list[str]:
     return [*BEAM_CAPTION, "run", "--input", str(photos / "*.jpg"), "--output", str(out),
-            "--base-url", sim.base_url, "--concurrency", str(CONCURRENCY),
-            f"--direct_num_workers={WORKERS}", *extra]
+            "--base-url", sim.base_url, "--concurrency", str(CONCURRENCY), *mode, *extra]
 
 
 def _env() -> dict[str, str]:
@@ -125,12 +128,14 @@ def _resume_and_check(photos: Path, out: Path, sim) -> int:
 
 
 @pytest.mark.timeout(300)
-def test_ctrl_c_writes_every_answer_and_resume_pays_for_none_again(photos, sim, tmp_path) -> None:
+@pytest.mark.parametrize("mode", [WORKER_PROCESSES, IN_PROCESS], ids=["workers", "in-process"])
+def test_ctrl_c_writes_every_answer_and_resume_pays_for_none_again(photos, sim, tmp_path,
+                                                                   mode) -> None:
     seed = random.randrange(1 << 30)
     fraction = random.Random(seed).uniform(0.3, 0.9)
     print(f"seed {seed}: interrupt at {fraction:.0%} of the answers")
     out = tmp_path / "out"
-    with _launched(_command(photos, out, sim)) as proc:
+    with _launched(_command(photos, out, sim, mode=mode)) as proc:
         answered, workers = _wait_for_answers(sim, proc, fraction)
         os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
         started = time.monotonic()
@@ -188,9 +193,11 @@ def test_kill_9_of_the_process_group_loses_nothing_paid(photos, sim, tmp_path) -
 
 
 @pytest.mark.timeout(300)
-def test_a_second_ctrl_c_quits_at_once_and_keeps_what_was_received(photos, sim, tmp_path) -> None:
+@pytest.mark.parametrize("mode", [WORKER_PROCESSES, IN_PROCESS], ids=["workers", "in-process"])
+def test_a_second_ctrl_c_quits_at_once_and_keeps_what_was_received(photos, sim, tmp_path,
+                                                                   mode) -> None:
     out = tmp_path / "out"
-    with _launched(_command(photos, out, sim, "--interrupt-grace", "60")) as proc:
+    with _launched(_command(photos, out, sim, "--interrupt-grace", "60", mode=mode)) as proc:
         _, workers = _wait_for_answers(sim, proc, random.uniform(0.3, 0.7))
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.3)

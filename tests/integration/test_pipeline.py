@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from beam_caption.inputs.images import sent_size
 from beam_caption.simulator import running_simulator
 from tests.contract.schemas import validator
 from tests.fixtures.images import make_image_corpus
@@ -88,9 +89,10 @@ def test_caption_rows_carry_usage_and_sizes(corpus_run) -> None:
         assert row["cost_usd"] > 0 and row["request_id"]
         assert len(row["image_id"]) == 64 and len(row["request_key"]) == 64
         assert row["created_at"].tzinfo is not None
-    # The 12 MP photo was shrunk, and its original size recorded.
+    # The 12 MP photo was shrunk (decoded at 1/8, 504 px), and its original size recorded.
     big = [r for r in rows if r["width"] * r["height"] >= 12_000_000]
-    assert big and all(max(r["sent_width"], r["sent_height"]) == 512 for r in big)
+    assert big and all((r["sent_width"], r["sent_height"]) == sent_size(
+        r["width"], r["height"], 512, jpeg=True) == (504, 378) for r in big)
     # The simulator billed exactly one answer per image, and the rows add up to its ledger.
     assert sorted(stats["successes_by_image"].values()) == [1] * len(rows)
     billed_prompt = stats["tokens"]["realtime"]["prompt"]

@@ -57,17 +57,18 @@ def _spec(*flags: str) -> ms.TokenSpec:
 def test_sent_size_is_the_size_prepare_image_sends(corpus) -> None:
     for path in _valid_images(corpus):
         data = path.read_bytes()
-        width, height = ms.read_header_size(str(path), FetchSettings(), 89_478_485)
+        width, height, jpeg = ms.read_header_size(str(path), FetchSettings(), 89_478_485)
         for side in SIDES:
             prepared = prepare_image(str(path), data, PrepareSettings(max_side=side))
             assert (prepared.width, prepared.height) == (width, height), path.name
-            assert sent_size(width, height, side) == (
+            assert sent_size(width, height, side, jpeg=jpeg) == (
                 prepared.sent_width, prepared.sent_height), (path.name, side)
 
 
 def test_sent_size_rounds_and_never_enlarges() -> None:
     assert sent_size(4032, 3024, 512) == (512, 384)
     assert sent_size(3024, 4032, 512) == (384, 512)
+    assert sent_size(4032, 3024, 512, jpeg=True) == (504, 378)  # the 1/8 decode, as it comes
     assert sent_size(451, 300, 512) == (451, 300)
     assert sent_size(451, 300, 0) == (451, 300)
     assert sent_size(5000, 3, 512) == (512, 1)  # never below 1 px
@@ -103,7 +104,7 @@ def test_header_beyond_the_prefix_reads_the_whole_file(tmp_path: Path) -> None:
     data = _jpeg_with_big_header((300, 200))
     assert len(data) > ms.HEADER_PREFIX_BYTES
     path.write_bytes(data)
-    assert ms.read_header_size(str(path), FetchSettings(), 10**8) == (300, 200)
+    assert ms.read_header_size(str(path), FetchSettings(), 10**8) == (300, 200, True)
 
 
 def test_header_read_codes_for_missing_large_and_big_files(tmp_path: Path) -> None:

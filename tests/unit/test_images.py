@@ -1,4 +1,4 @@
-"""prepare_image and image_size_from_header on the shared corpus of valid and broken files."""
+"""prepare_image and image_header on the shared corpus of valid and broken files."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from beam_caption.inputs.images import (
     ImageError,
     PreparedImage,
     PrepareSettings,
+    dct_scale,
     first_line,
-    image_size_from_header,
+    image_header,
     prepare_image,
+    sent_size,
 )
 from tests.fixtures.images import BIG_SIZE, EXPECTED, MARKER, PHOTO_SIZE, make_image_corpus
 
@@ -97,7 +99,8 @@ def test_sizes_after_shrink(corpus: Path) -> None:
     assert (photo.sent_width, photo.sent_height) == (512, 384)
     big = _prepare(corpus, "big_12mp.jpg")
     assert (big.width, big.height) == BIG_SIZE
-    assert (big.sent_width, big.sent_height) == (512, 384)
+    # Decoded at 1/8 by libjpeg and sent as is: 504 is within DCT_SLACK of 512.
+    assert (big.sent_width, big.sent_height) == (504, 378)
     small = _prepare(corpus, "photo.jpg", PrepareSettings(max_side=100))
     assert (small.sent_width, small.sent_height) == (100, 75)
     # Never enlarged: a 160x120 GIF stays 160x120.
@@ -147,10 +150,23 @@ def test_draft_mode_is_used_for_the_12mp_jpeg(
         calls.append((size, self.size))
         return result
 
+    resamples: list[str] = []
+    for name in ("resize", "reduce"):
+        real = getattr(Image.Image, name)
+
+        def counting(self, *args, _real=real, _name=name, **kwargs):
+            resamples.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Image.Image, name, counting)
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
     _prepare(corpus, "big_12mp.jpg")
-    # Asked with the aspect-correct target, so libjpeg decodes at 1/4 (1008x756), not 1/1.
-    assert calls == [((512, 384), (1008, 756))]
+    # libjpeg decodes straight at 1/8 (504x378, within 512) and nothing is resampled.
+    assert calls == [((504, 378), (504, 378))]
+    assert resamples == []
+    # 800x600 at 1/2 would be 400 px, too far under 512: drafted at 1/1 and resampled.
+    _prepare(corpus, "photo.jpg")
+    assert calls[1:] == [((512, 384), (800, 600))] and resamples == ["resize"]
 
 
 def test_draft_decode_is_much_cheaper_than_a_full_decode(corpus: Path) -> None:
@@ -256,13 +272,13 @@ def test_size_from_header_is_oriented_and_does_not_decode(
         return real_load(self)
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
-    assert image_size_from_header((corpus / "rotated_exif6.jpg").read_bytes()) == (480, 640)
-    assert image_size_from_header((corpus / "big_12mp.jpg").read_bytes()) == BIG_SIZE
-    assert image_size_from_header((corpus / "alpha.png").read_bytes()) == (320, 240)
+    assert image_header((corpus / "rotated_exif6.jpg").read_bytes()) == (480, 640, True)
+    assert image_header((corpus / "big_12mp.jpg").read_bytes()) == (*BIG_SIZE, True)
+    assert image_header((corpus / "alpha.png").read_bytes()) == (320, 240, False)
     assert loads == []
     for name in ("bomb.png", "text.png", "empty.jpg"):
         with pytest.raises(ImageError) as caught:
-            image_size_from_header((corpus / name).read_bytes())
+            image_header((corpus / name).read_bytes())
         assert caught.value.code == EXPECTED[name]
 
 
@@ -282,3 +298,25 @@ def test_first_line_is_one_bounded_line() -> None:
     assert first_line(KeyError()) == "KeyError"
     assert first_line(OSError("x" * 500)) == "x" * 200
     assert first_line(OSError("x" * 500), 160) == "x" * 160
+
+
+@pytest.mark.parametrize(("size", "max_side", "scale", "sent"), [
+    ((4032, 3024), 512, 8, (504, 378)),  # an iPhone photo: 1/8 is 98% of 512
+    ((4031, 3023), 512, 8, (504, 378)),  # libjpeg rounds each scaled side up
+    ((3024, 4032), 512, 8, (378, 504)),
+    ((4624, 3468), 512, 1, (512, 384)),  # 1/8 is 578, over 512: resampled
+    ((3264, 2448), 512, 1, (512, 384)),  # 1/8 is 408, 80% of 512: resampled, not sent small
+    ((1920, 1080), 512, 4, (480, 270)),  # 1/4 is 480, 94%
+    ((4608, 4608), 576, 8, (576, 576)),  # exactly --max-side
+    ((512, 384), 512, 1, (512, 384)),  # already within: never enlarged, never scaled
+    ((4032, 3024), 0, 1, (4032, 3024)),  # --max-side 0: the original size
+])
+def test_jpegs_are_sent_at_a_dct_scale_within_reach_of_max_side(
+        size: tuple[int, int], max_side: int, scale: int, sent: tuple[int, int]) -> None:
+    assert dct_scale(*size, max_side) == scale
+    assert sent_size(*size, max_side, jpeg=True) == sent
+    image = Image.new("RGB", size, (90, 120, 150))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    prepared = prepare_image("x.jpg", out.getvalue(), PrepareSettings(max_side=max_side))
+    assert (prepared.sent_width, prepared.sent_height) == sent

@@ -61,3 +61,39 @@ def test_local_runs_count_their_worker_processes() -> None:
         "--direct_running_mode=multi_processing", "--direct_num_workers=3"]))[0] == 3
     assert expected_worker_processes(PipelineOptions([
         "--direct_running_mode=in_memory"]))[0] == 1
+
+
+@pytest.mark.parametrize(("images", "size", "unsized", "in_process"), [
+    (20, 20 * 60_000, 0, True),  # a handful of web-size photos
+    (400, 400 * 60_000, 0, True),  # 1.6 s + 0.2 s of work: still below the start-up it saves
+    (500, 500 * 60_000, 0, False),  # 2.0 s + 0.24 s: worker processes pay off
+    (60, 60 * 3_500_000, 0, True),  # 60 camera photos: 0.24 s + 1.7 s
+    (80, 80 * 3_500_000, 0, False),  # 80: 0.32 s + 2.2 s
+    (60, 0, 60, True),  # unknown sizes count as 3 MB camera photos
+    (90, 0, 90, False),
+    (0, 0, 0, True),
+])
+def test_small_local_jobs_run_in_process(images, size, unsized, in_process) -> None:
+    from beam_caption.runner.workers import in_process_is_faster
+
+    assert in_process_is_faster(images, size, unsized) is in_process
+
+
+def test_a_small_job_runs_in_process_unless_the_flags_say_otherwise() -> None:
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from beam_caption.job import pipeline_options
+
+    def mode(flags: list[str], in_process: bool) -> tuple[str, int]:
+        direct = pipeline_options(flags, in_process=in_process).view_as(DirectOptions)
+        return direct.direct_running_mode, direct.direct_num_workers
+
+    assert mode([], True) == ("in_memory", 1)
+    assert mode([], False) == ("multi_processing", 0)  # one worker per core
+    assert mode(["--direct_num_workers=2"], True) == ("multi_processing", 2)
+    assert mode(["--direct_running_mode=multi_processing"], True) == ("multi_processing", 0)
+    assert expected_worker_processes(pipeline_options([], in_process=True)) == (
+        1, "one local process (--direct_running_mode in_memory)")
+    # Not a local runner: nothing local is added.
+    remote = pipeline_options([*DATAFLOW, "--project=p"], in_process=True)
+    assert "direct_running_mode" not in remote.get_all_options(drop_default=True)
