@@ -18,7 +18,7 @@ from beam_caption.api.request import RequestSettings, request_key
 from beam_caption.api.structured import StructuredSpec
 from beam_caption.auth.secrets import secret_version_name
 from beam_caption.cost import tokens
-from beam_caption.cost.pricing import ModelPrice, load_prices
+from beam_caption.cost.pricing import ModelPrice, load_prices, lookup_price
 from beam_caption.engine.progress import ProgressSettings
 from beam_caption.engine.run_state import RunSettings
 from beam_caption.engine.settings import EndpointConfig, LimitsConfig
@@ -133,19 +133,22 @@ class CaptionConfig:
                rpm: float = 0.0, tpm: float = 0.0, workers: int = 1,
                max_cost_usd: float | None = None, api_key_env: str = "OPENAI_API_KEY",
                api_key_secret: str | None = None, prices: str | None = None,
-               run_id: str | None = None, **request: Any) -> CaptionConfig:
+               price_as: str | None = None, run_id: str | None = None,
+               **request: Any) -> CaptionConfig:
         """A CaptionConfig for composing CaptionImages into your own pipeline.
 
         `base_url` defaults to $OPENAI_BASE_URL, else OpenAI; the key is read on the workers from
         `api_key_env` (or Secret Manager: `api_key_secret`). With `output`, each worker process
         journals the answers it paid for under OUTPUT/_journal/<run_id>/ (WriteCaptions deletes
         it once the Parquet files are written). `workers` is how many processes share `rpm`,
-        `tpm` and `max_cost_usd`. Further RequestSettings fields (system_prompt, detail,
+        `tpm` and `max_cost_usd`. `price_as` bills `model` at a known model's price (an Azure
+        deployment, a gateway alias). Further RequestSettings fields (system_prompt, detail,
         temperature, token_param, response_format) pass through `request`.
         """
-        price = load_prices(prices).get(model)
+        price = lookup_price(load_prices(prices), model, price_as=price_as)
         if max_cost_usd and price is None:
-            raise ConfigError(f"max_cost_usd needs a price for {model}: pass prices=FILE")
+            raise ConfigError(f"max_cost_usd needs a price for {model}: pass price_as=MODEL or "
+                              "prices=FILE")
         run_id = run_id or new_run_id()
         output = output.rstrip("/") if output else None
         return cls(request=RequestSettings(model=model, prompt=prompt,

@@ -43,6 +43,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _concurrency(text: str) -> int:
+    """'auto' (or 0: sized from measurements) or a positive number of requests."""
+    if text.strip().lower() in ("auto", "0"):
+        return 0
+    try:
+        return _positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text}"
+                                         ) from None
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -111,6 +122,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
            metavar="N"),
     # model and prompt
     Option("--model", "model name as the endpoint knows it", MODEL, default=DEFAULT_MODEL),
+    Option("--price-as", "bill --model at this known model's price and image-token rule: for an "
+           "Azure deployment or a gateway alias whose name is not in the price table (gateway "
+           "prefixes such as openai/ and dated snapshots are recognised without it)", MODEL,
+           metavar="MODEL"),
     Option("--prompt", "the instruction sent with every image (default: "
            f"'{DEFAULT_PROMPT}', or the built-in schema's own prompt with --schema NAME)", MODEL),
     Option("--system-prompt", "an optional system message", MODEL),
@@ -143,8 +158,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--simulate", "start the local simulator in this process and send every request to it "
            "(no key needed, captions are synthetic)", ENDPOINT, action="store_true", default=False),
     # request engine
-    Option("--concurrency", "requests in flight per worker process (the adaptive limit starts "
-           "here and never exceeds it)", ENGINE, type=_positive_int, default=32, metavar="N"),
+    Option("--concurrency", "requests in flight per worker process: 'auto' sizes it from the "
+           "measured latency and how fast images are prepared (from 32, between 8 and 512), N "
+           "fixes it; 429s halve it either way", ENGINE, type=_concurrency, default=0,
+           metavar="auto|N"),
     Option("--rpm", "the account's requests-per-minute limit, shared by all workers (0 = none)",
            ENGINE, type=_non_negative_float, default=0.0, metavar="N"),
     Option("--tpm", "the account's tokens-per-minute limit, shared by all workers (0 = none)",

@@ -1,8 +1,9 @@
 """The typed errors of a chat-completions request, each with the stable code its error row gets.
 
-ApiError(status, code, retry_after, ...) -> RateLimited (QuotaExceeded), ServerError, BadRequest,
-AuthError, TransportError (Timeout), ResponseError, ContentFiltered. api/response.py raises them;
-api/retry.py decides which are retried. Messages are safe to show a user.
+ApiError(status, code, retry_after, ...) -> RateLimited (QuotaExceeded), ServerError, BadRequest
+(HtmlResponse, UnusableAnswer: Refused, EmptyAnswer), AuthError, TransportError (Timeout),
+ResponseError, ContentFiltered. api/response.py raises them; api/retry.py decides which are
+retried. Messages are safe to show a user.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class ApiError(BeamCaptionError):
         self.retry_after = retry_after
         self.request_id = request_id
         self.rate_limits = rate_limits
-        # Set when the provider billed the failed answer (content filter), so its cost is counted.
+        # Set when the provider billed the failed answer (content filter, refusal, an answer
+        # with no text), so its cost is counted and the answer is kept, never bought again.
         self.usage = usage
 
     @property
@@ -65,6 +67,45 @@ class ServerError(ApiError):
 
 class BadRequest(ApiError):
     """400, 404, 422 and other 4xx without a class of their own: this request will never work."""
+
+
+class HtmlResponse(BadRequest):
+    """A 2xx whose body is an HTML page: a proxy's sign-in or portal page, or a --base-url that
+    is a website rather than the API. Nothing was billed; the same request gets the same page,
+    so it is terminal, and a streak of them before any success stops the run (engine/stop.py)."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `html_response`."""
+        return "html_response"
+
+
+class UnusableAnswer(BadRequest):
+    """A 2xx answer that is no caption although the provider billed it (see `usage`).
+
+    The same request would get the same answer, so it is terminal (a BadRequest: never retried,
+    and a streak of them before any success stops the run, as a streak of 400s does); its cost
+    is kept and its row journaled like a caption's, so it is never paid for twice.
+    """
+
+
+class Refused(UnusableAnswer):
+    """The model declined (`message.refusal`): the message is the refusal's text."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `refusal`."""
+        return "refusal"
+
+
+class EmptyAnswer(UnusableAnswer):
+    """An answer with no text once reasoning is set aside: the output cap spent on reasoning,
+    or a model that said nothing."""
+
+    @property
+    def row_code(self) -> str:
+        """Always `empty_answer`."""
+        return "empty_answer"
 
 
 class AuthError(ApiError):

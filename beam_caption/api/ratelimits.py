@@ -72,20 +72,33 @@ def _count(value: str | None) -> int | None:
     return int(number) if number is not None else None
 
 
+# LiteLLM's proxy passes every header of the provider's answer on under this prefix; it restates
+# only the x-ratelimit-limit-*/remaining-* ones under their own names, so the provider's resets
+# and retry-after arrive only prefixed (BerriAI/litellm issue #21553).
+PROVIDER_PREFIX = "llm_provider-"
+
+
+def _header(h: Mapping[str, str], name: str) -> str | None:
+    """`name` as sent, else as a gateway passed it on from the provider (lower-cased `h`)."""
+    value = h.get(name)
+    return value if value is not None else h.get(PROVIDER_PREFIX + name)
+
+
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitInfo:
-    """Read `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (case-insensitive)."""
+    """Read `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (case-insensitive), or the
+    provider's own as a LiteLLM proxy passes them on (`llm_provider-x-ratelimit-...`)."""
     h = _lower(headers)
 
     def reset(name: str) -> float | None:
-        value = h.get(name)
+        value = _header(h, name)
         return parse_duration(value) if value is not None else None
 
     return RateLimitInfo(
-        limit_requests=_count(h.get("x-ratelimit-limit-requests")),
-        remaining_requests=_count(h.get("x-ratelimit-remaining-requests")),
+        limit_requests=_count(_header(h, "x-ratelimit-limit-requests")),
+        remaining_requests=_count(_header(h, "x-ratelimit-remaining-requests")),
         reset_requests_s=reset("x-ratelimit-reset-requests"),
-        limit_tokens=_count(h.get("x-ratelimit-limit-tokens")),
-        remaining_tokens=_count(h.get("x-ratelimit-remaining-tokens")),
+        limit_tokens=_count(_header(h, "x-ratelimit-limit-tokens")),
+        remaining_tokens=_count(_header(h, "x-ratelimit-remaining-tokens")),
         reset_tokens_s=reset("x-ratelimit-reset-tokens"),
     )
 
@@ -99,25 +112,36 @@ def retry_after_seconds(headers: Mapping[str, str], message: str | None = None,
     """How long the server asked us to wait, in seconds, or None if it did not say.
 
     Precedence: `retry-after-ms`, then `retry-after` (delta seconds or an HTTP-date relative to
-    `now`, default time.time()), then a "Please try again in 1.234s" hint in the error message.
-    A date in the past means 0. Unreadable values fall through to the next source.
+    `now`, default time.time()), then the provider's own as a LiteLLM proxy passes them on
+    (`llm_provider-retry-after-ms`, `llm_provider-retry-after`), then a "Please try again in
+    1.234s" hint in the error message. A date in the past means 0. Unreadable values fall
+    through to the next source.
     """
     h = _lower(headers)
-    ms = _seconds(h.get("retry-after-ms"))
-    if ms is not None:
-        return ms / 1000.0
-    value = h.get("retry-after", "").strip()
-    if value:
-        seconds = parse_duration(value) if value[0].isdigit() else None
+    for prefix in ("", PROVIDER_PREFIX):
+        ms = _seconds(h.get(prefix + "retry-after-ms"))
+        if ms is not None:
+            return ms / 1000.0
+        seconds = _retry_after_value(h.get(prefix + "retry-after", ""), now)
         if seconds is not None:
             return seconds
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are always UTC
-                when = when.replace(tzinfo=datetime.UTC)
-            return max(0.0, when.timestamp() - (time.time() if now is None else now))
     match = _TRY_AGAIN.search(message or "")
     return parse_duration(match.group(1)) if match else None
+
+
+def _retry_after_value(value: str, now: float | None) -> float | None:
+    """A Retry-After value in seconds: delta seconds, or an HTTP-date (RFC 9110) from `now`."""
+    value = value.strip()
+    if not value:
+        return None
+    seconds = parse_duration(value) if value[0].isdigit() else None
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are always UTC
+            when = when.replace(tzinfo=datetime.UTC)
+        at = when.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):  # junk must not escape a parser
+        return None
+    return max(0.0, at - (time.time() if now is None else now))

@@ -1,22 +1,42 @@
 """Parsing a chat-completions response, with no I/O: status, headers and body in; a ChatResult
 out, or one ApiError subclass raised (api/errors.py), the way gidgethub's sansio module works.
+
+It reads what servers really send, not only what the API reference documents: errors inside a
+200 (OpenRouter), HTML pages from proxies, refusals, reasoning (api/answer.py), the renamed
+request-id headers of gateways, and unknown fields anywhere, which are ignored. Whatever the
+body, the outcome is a ChatResult or an ApiError: never another exception, never an empty or
+wrong caption. tests/samples/cases/ holds one recorded response per case.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from beam_caption.api.answer import Answer, read_choice
+from beam_caption.api.error_body import (
+    JSON_ERRORS,
+    ErrorInfo,
+    body_error,
+    display_code,
+    error_info,
+    is_html,
+    page_error,
+)
 from beam_caption.api.errors import (
     ApiError,
     AuthError,
     BadRequest,
     ContentFiltered,
+    EmptyAnswer,
+    HtmlResponse,
     QuotaExceeded,
     RateLimited,
+    Refused,
     ResponseError,
     ServerError,
 )
@@ -25,6 +45,21 @@ from beam_caption.api.usage import Usage, parse_usage
 
 # Error messages are cut to this length: they land in Parquet rows and on one log line each.
 MAX_MESSAGE_CHARS = 300
+
+# Where the request id is, best first: the provider's own id as a LiteLLM proxy passes it on,
+# the server's (OpenAI, Azure, vLLM with --enable-request-id-headers), the Anthropic spelling,
+# then a gateway's id for the call (LiteLLM). The body's `id` (OpenRouter's generation id)
+# comes after them all. `cf-ray` is Cloudflare's trace id of one hop, which no provider can
+# look up: it is never a request id.
+REQUEST_ID_HEADERS = ("llm_provider-x-request-id", "x-request-id", "llm_provider-request-id",
+                      "request-id", "x-litellm-call-id")
+
+# The status an error inside a 2xx body stands for when it carries a type but no number.
+_TYPE_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
+                "permission_error": 403, "not_found_error": 404, "rate_limit_error": 429,
+                "rate_limit_exceeded": 429, "insufficient_quota": 429, "server_error": 500,
+                "overloaded_error": 529}
+_HTML_NOTE = "(an HTML page from a proxy or web server, not the API)"
 
 
 @dataclass(frozen=True)
@@ -39,6 +74,22 @@ class ChatResult:
     rate_limits: RateLimitInfo
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """What every outcome of one response shares."""
+
+    status: int
+    headers: dict[str, str]
+    request_id: str | None
+    rate_limits: RateLimitInfo
+    now: float | None
+
+    def bad(self, why: str) -> ResponseError:
+        """The retryable error of a 2xx that is not a usable answer."""
+        return ResponseError(_safe(f"HTTP {self.status}: {why}"), status=self.status,
+                             request_id=self.request_id, rate_limits=self.rate_limits)
+
+
 _SECRET = re.compile(r"(?i)(bearer\s+)\S+|\b(sk-)[A-Za-z0-9_\-]{6,}[A-Za-z0-9_\-*]*")
 
 
@@ -50,6 +101,11 @@ def _safe(text: str) -> str:
     text = _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
     text = " ".join(text.split())
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def _text(value: Any) -> str | None:
+    """A non-blank string as sent, else None (servers send null, numbers, "" and worse)."""
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _error_class(status: int, code: str | None, etype: str | None) -> type[ApiError]:
@@ -66,95 +122,105 @@ def _error_class(status: int, code: str | None, etype: str | None) -> type[ApiEr
     return ApiError  # 1xx/3xx: a misconfigured base URL or proxy, not worth retrying
 
 
-def _decode_error(body: bytes) -> tuple[str | None, str | None, str | None, int | None]:
-    """(message, code, type, numeric code) from an error body of any common server's shape."""
+def _api_error(reply: _Reply, status: int, info: ErrorInfo, label: str) -> ApiError:
+    """The ApiError that `status` and the error's code and type call for."""
+    tag = display_code(info)
+    label += f" ({tag})" if tag else ""
+    message = f"{info.message or 'an HTML page'} {_HTML_NOTE}" if info.html else info.message
+    code = info.code or info.etype
+    return _error_class(status, code, info.etype)(
+        _safe(f"{label}: {message}" if message else label), status=status, code=code,
+        retry_after=retry_after_seconds(reply.headers, message, reply.now),
+        request_id=reply.request_id, rate_limits=reply.rate_limits)
+
+
+def _embedded_error(reply: _Reply, err: Any) -> ApiError:
+    """An error object inside a 2xx body (OpenRouter commits to 200 before the upstream
+    answers): classified by the status its code or type names, else a retryable bad_response."""
+    info = error_info(err)
+    number = info.number if info.number is not None and 400 <= info.number < 600 else None
+    status = number or _TYPE_STATUS.get(info.etype or "") or _TYPE_STATUS.get(info.code or "")
+    if status is None:
+        return reply.bad(f"an error in a successful response: {info.message or 'no detail'}")
+    return _api_error(reply, status, info, f"HTTP {reply.status} with error {status} inside")
+
+
+def _unusable(reply: _Reply, answer: Answer, usage: Usage) -> ApiError | None:
+    """The error an answer is, when it is no caption; None for a caption."""
+    billed = {"status": reply.status, "request_id": reply.request_id,
+              "rate_limits": reply.rate_limits, "usage": usage}
+    reason = answer.finish_reason
+    if reason == "error":
+        return reply.bad("the generation failed on the server (finish_reason error)")
+    if reason == "content_filter":
+        return ContentFiltered("the provider's content filter withheld the answer",
+                               code="content_filter", **billed)
+    if answer.refusal or reason == "refusal":
+        text = answer.refusal or answer.text or "the model refused (finish_reason refusal)"
+        return Refused(_safe(text), code="refusal", **billed)
+    if answer.text:
+        return None
+    if reason == "length":
+        spent = f" ({usage.reasoning_tokens} reasoning tokens)" if usage.reasoning_tokens else ""
+        why = (f"the output cap was reached before the answer began{spent}; raise "
+               "--max-output-tokens")
+    else:
+        what = "only reasoning" if answer.reasoning_set_aside else "no text"
+        why = f"the model returned {what} (finish_reason {reason})"
+    return EmptyAnswer(f"no answer text: {why}", code="empty_answer", **billed)
+
+
+def _success(reply: _Reply, body: bytes) -> ChatResult:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        text = body.decode("utf-8", "replace")
-        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-        snippet = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
-        return (snippet.strip() or None), None, None, None
-    if not isinstance(data, dict):
-        return None, None, None, None
-    # OpenAI and llama.cpp: {"error": {...}}; Ollama: {"error": "..."}; old vLLM: flat.
-    err = data.get("error", data)
-    if isinstance(err, str):
-        return err, None, None, None
-    if not isinstance(err, dict):
-        return None, None, None, None
-    raw_code = err.get("code")
-    code = raw_code if isinstance(raw_code, str) else None
-    number = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
-    etype = err.get("type") if isinstance(err.get("type"), str) else None
-    message = err.get("message") if isinstance(err.get("message"), str) else None
-    if message is None and isinstance(err.get("detail"), str):
-        message = err["detail"]  # FastAPI-style servers
-    return message, code, etype, number
-
-
-def _error(status: int, h: dict[str, str], body: bytes, request_id: str | None,
-           rate_limits: RateLimitInfo) -> ApiError:
-    message, code, etype, _ = _decode_error(body)
-    label = f"HTTP {status}" + (f" ({code or etype})" if code or etype else "")
-    return _error_class(status, code, etype)(
-        _safe(f"{label}: {message}" if message else label), status=status, code=code or etype,
-        retry_after=retry_after_seconds(h, message), request_id=request_id,
-        rate_limits=rate_limits)
-
-
-def _content_text(content: Any) -> str:
-    """Message content as text: a string, or the text parts of a list some servers return."""
-    if isinstance(content, str):
-        return content.strip()
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
-        return "".join(p for p in parts if isinstance(p, str)).strip()
-    return ""
-
-
-def _success(status: int, h: dict[str, str], body: bytes, request_id: str | None,
-             rate_limits: RateLimitInfo) -> ChatResult:
-    def bad(why: str) -> ResponseError:
-        return ResponseError(f"HTTP {status}: {why}", status=status, request_id=request_id,
-                             rate_limits=rate_limits)
-
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise bad("the body is not valid JSON (truncated or corrupted)") from None
-    if not isinstance(data, dict):
-        raise bad("the body is not a JSON object")
-    request_id = request_id or (data.get("id") if isinstance(data.get("id"), str) else None)
+    except JSON_ERRORS:
+        if is_html(reply.headers, body):
+            page = page_error(body, reply.headers).message or "untitled"
+            raise HtmlResponse(_safe(
+                f"HTTP {reply.status}: an HTML page ({page}) instead of the API's JSON: a "
+                "proxy's sign-in or portal page, or a --base-url that is not the API"),
+                status=reply.status, request_id=reply.request_id,
+                rate_limits=reply.rate_limits) from None
+        raise reply.bad("the body is not valid JSON (truncated or corrupted)") from None
+    if not isinstance(data, Mapping):
+        raise reply.bad("the body is not a JSON object")
+    reply = dataclasses.replace(reply, request_id=reply.request_id or _text(data.get("id")))
+    if data.get("error"):
+        # An error object is the server's word that this is no answer, whatever else is there.
+        raise _embedded_error(reply, data["error"])
     choices = data.get("choices")
-    if not choices and data.get("error"):
-        # Some gateways answer 200 with an error body; classify it by the code it carries.
-        _, _, _, number = _decode_error(body)
-        if number is not None and 400 <= number < 600:
-            raise _error(number, h, body, request_id, rate_limits)
-        message, *_ = _decode_error(body)
-        raise bad(_safe(f"error in a successful response: {message}"))
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise bad("the response has no choices")
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    finish_reason = choice.get("finish_reason")
-    finish_reason = finish_reason if isinstance(finish_reason, str) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, Mapping):
+        raise reply.bad("the response has no choices")
+    if choice.get("error"):
+        raise _embedded_error(reply, choice["error"])  # OpenRouter: finish_reason "error"
     usage = parse_usage(data.get("usage"))
-    if finish_reason == "content_filter":
-        raise ContentFiltered("the provider's content filter withheld the answer", status=status,
-                              code="content_filter", request_id=request_id,
-                              rate_limits=rate_limits, usage=usage)
-    model = data.get("model") if isinstance(data.get("model"), str) else None
-    return ChatResult(_content_text(message.get("content")), finish_reason, request_id, model,
-                      usage, rate_limits)
+    answer = read_choice(choice)
+    error = _unusable(reply, answer, usage)
+    if error is not None:
+        raise error
+    return ChatResult(answer.text, answer.finish_reason, reply.request_id,
+                      _text(data.get("model")), usage, reply.rate_limits)
 
 
-def parse_response(status: int, headers: Mapping[str, str], body: bytes) -> ChatResult:
-    """A ChatResult for a good 2xx answer; otherwise raises the matching ApiError subclass."""
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The request id in lower-cased `headers`, by REQUEST_ID_HEADERS' order; None if none."""
+    for name in REQUEST_ID_HEADERS:
+        value = _text(headers.get(name))
+        if value is not None:
+            return value.strip()
+    return None
+
+
+def parse_response(status: int, headers: Mapping[str, str], body: bytes, *,
+                   now: float | None = None) -> ChatResult:
+    """A ChatResult for a good 2xx answer; otherwise raises the matching ApiError subclass.
+
+    `now` (epoch seconds, default the clock) is what a Retry-After date is measured from.
+    """
     h = {str(k).lower(): str(v) for k, v in headers.items()}
-    request_id = h.get("x-request-id")
-    rate_limits = parse_rate_limit_headers(h)
+    reply = _Reply(status, h, request_id_of(h), parse_rate_limit_headers(h), now)
     if 200 <= status < 300:
-        return _success(status, h, body, request_id, rate_limits)
-    raise _error(status, h, body, request_id, rate_limits)
+        return _success(reply, body)
+    info = body_error(body, h)
+    raise _api_error(reply, status, info, f"HTTP {status}")

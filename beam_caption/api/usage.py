@@ -10,28 +10,41 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens the provider billed for one response."""
+    """Tokens the provider billed for one response.
+
+    `reported` is False when the response carried no usage object at all (some self-hosted
+    servers and gateways omit it): the counts are then zeros standing for "unknown", and the
+    cost of such an answer is unknown too (cost/pricing.py), never silently $0.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    reported: bool = True
+
+
+def _is_count(value: Any) -> bool:
+    """True for a number a server could mean as a token count (0 included)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
 
 
 def _int(value: Any) -> int:
     """A token count as int; None, junk and negatives count as 0 (servers omit or null fields)."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int | float) and math.isfinite(value):
-        return max(0, int(value))
-    return 0
+    return int(value) if _is_count(value) else 0
 
 
 def parse_usage(obj: Mapping | None) -> Usage:
-    """The one place usage is parsed; tolerant of missing or null details."""
-    if not isinstance(obj, Mapping):
-        return Usage()
+    """The one place usage is parsed; tolerant of missing or null details and unknown fields.
+
+    No usage object (absent, null, not an object, or one without a single readable count)
+    gives `Usage(reported=False)`.
+    """
+    if not isinstance(obj, Mapping) or not any(
+            _is_count(obj.get(k)) for k in ("prompt_tokens", "completion_tokens", "total_tokens")):
+        return Usage(reported=False)
     prompt = _int(obj.get("prompt_tokens"))
     completion = _int(obj.get("completion_tokens"))
     prompt_details = obj.get("prompt_tokens_details")

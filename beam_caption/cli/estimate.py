@@ -113,11 +113,12 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     expected_output = args.expected_output_tokens
     if args.output_tokens_from:
         expected_output = measured_output_tokens(args.output_tokens_from)
+    config = run_config(args)
     bill = BillSettings(model=args.model, max_side=args.max_side,
                         expected_output_tokens=expected_output,
                         max_output_tokens=args.max_output_tokens,
-                        compare_models=_compare_models(args.compare_models, prices))
-    config = run_config(args)
+                        compare_models=_compare_models(args.compare_models, prices),
+                        price=config.caption.price)
     check_inputs(list(config.inputs), config.manifest)
     spec = token_spec(prices, config.caption, fetch=config.fetch,
                       max_sides=(*COMPARE_SIDES, args.max_side),

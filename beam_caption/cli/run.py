@@ -24,6 +24,7 @@ from beam_caption.cli import batch as batch_cli
 from beam_caption.cli.live import LiveProgress
 from beam_caption.cli.run_config import build_run_config
 from beam_caption.config import RunConfig
+from beam_caption.cost.pricing import load_prices, unpriced_hint
 from beam_caption.engine.stop import INTERRUPTED
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.sources import InputTally, check_inputs, tally_inputs
@@ -114,12 +115,20 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
                                    resume=config.resume)
         carry = next((a for a in answered if a.output == config.output), None)
         journals = journal_runs(config.output) if config.resume else ()
-        if config.caption.price is None:
-            _LOG.warning("no price for model %s in the price table: cost columns will be null "
-                         "(add it with --prices FILE)", config.caption.request.model)
+        _log_price(args, config)
         live = LiveProgress(control_dir, expected, args.progress_interval) if local else None
         job = _Job(config, answered, carry if config.resume else None, supersede, journals)
         return _run(job, options, live)
+
+
+def _log_price(args: argparse.Namespace, config: RunConfig) -> None:
+    """Say once how the model is priced: not at all (cost columns null), or as another name."""
+    model, price = config.caption.request.model, config.caption.price
+    if price is None:
+        _LOG.warning("no price for model %s in the price table: cost columns will be null "
+                     "(%s)", model, unpriced_hint(load_prices(args.prices), model))
+    elif price.model != model:
+        _LOG.info("pricing %s as %s", model, price.model)
 
 
 def _small(tally: InputTally | None) -> bool:

@@ -19,7 +19,7 @@ from beam_caption.config import (
     new_run_id,
     resolve_base_url,
 )
-from beam_caption.cost.pricing import ModelPrice, load_prices
+from beam_caption.cost.pricing import ModelPrice, load_prices, lookup_price
 from beam_caption.engine.settings import EndpointConfig, LimitsConfig
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.fetch import FetchSettings
@@ -61,9 +61,10 @@ def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: 
                     workers: int | None, base_url: str | None, expected_images: int | None,
                     control_dir: str | None) -> CaptionConfig:
     structured = _structured_spec(args)
-    price = load_prices(args.prices).get(args.model)
+    price = lookup_price(load_prices(args.prices), args.model, price_as=args.price_as)
     if args.max_cost_usd and price is None:
-        raise ConfigError(f"--max-cost-usd needs a price for {args.model}: add it with --prices")
+        raise ConfigError(f"--max-cost-usd needs a price for {args.model}: name a known model "
+                          "with --price-as, or add it with --prices")
     endpoint = EndpointConfig(base_url=base_url or resolve_base_url(args.base_url),
                               api_key_env=args.api_key_env, api_key_file=args.api_key_file,
                               api_key_secret=_api_key_secret(args),

@@ -1,8 +1,7 @@
-"""Tokens and dollars: the published image-token rules, the price table, and `beam-caption
-estimate` (a header-only token tally and the bill by model and --max-side).
+"""Tokens and dollars: the published image-token rules and the price table.
 
-tokens.py holds the token rules, pricing.py the price table and the one money format
-(format_usd), measure.py reads an image's size from its header and counts its prompt tokens,
-tally.py sums them, estimate.py is the Beam pipeline that does both, and bill.py turns the tally
-into the bill.
+tokens.py holds the token rules; pricing.py the price table, the price of a model however a
+gateway or deployment names it (provider prefixes, dated snapshots, --price-as), the one cost
+of a usage (cost_usd) and the one money format (format_usd). `beam-caption estimate` (the
+estimate/ package) builds the bill from both.
 """

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from beam_caption.cost.pricing import ModelPrice
+from beam_caption.cost.pricing import ModelPrice, find_price
 from beam_caption.estimate.measure import rule_key
 from beam_caption.estimate.tally import Tally
 
@@ -33,6 +33,9 @@ class BillSettings:
     expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS
     max_output_tokens: int = 60
     compare_models: tuple[str, ...] | None = None  # None: DEFAULT_COMPARE_COUNT neighbours
+    # The chosen model's price as a run would bill it (--price-as, a gateway or dated name);
+    # None: looked up by name in the table.
+    price: ModelPrice | None = None
 
 
 def cost_line(tally: Tally, scale: float, model: str, price: ModelPrice | None, max_side: int,
@@ -92,13 +95,13 @@ def bill_document(tally_dict: Mapping[str, Any], prices: Mapping[str, ModelPrice
     files_total = int(tally_dict.get("files_total", measured))
     scale = files_total / measured if measured else 1.0
     expected = min(bill.expected_output_tokens, bill.max_output_tokens)
-    price = prices.get(bill.model)
+    price = bill.price or find_price(prices, bill.model)
 
     def line(model: str, model_price: ModelPrice | None, side: int) -> dict[str, Any]:
         return cost_line(tally, scale, model, model_price, side, expected, bill.max_output_tokens)
 
     every_model = {name: line(name, p, bill.max_side) for name, p in prices.items()}
-    chosen = every_model.get(bill.model) or line(bill.model, None, bill.max_side)
+    chosen = every_model.get(bill.model) or line(bill.model, price, bill.max_side)
     compare = bill.compare_models
     if compare is None:
         per_1000 = {name: ln["realtime_usd_per_1000"]

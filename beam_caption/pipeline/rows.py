@@ -15,7 +15,8 @@ from beam_caption.api.response import ChatResult
 # The small, stable set of stages an error row can come from.
 ERROR_STAGES = ("read", "decode", "request", "response", "budget", "internal")
 # Codes whose request was answered by the provider: the answer itself was refused or unusable.
-_RESPONSE_CODES = frozenset({"content_filter", "bad_response", "schema_mismatch", "refusal"})
+_RESPONSE_CODES = frozenset({"content_filter", "bad_response", "schema_mismatch", "refusal",
+                             "empty_answer"})
 # The image columns every caption row copies from the prepared image (or batch metadata).
 IMAGE_FIELDS = ("uri", "image_id", "source_id", "width", "height", "sent_width", "sent_height",
                 "bytes", "source_key")

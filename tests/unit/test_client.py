@@ -20,8 +20,11 @@ from beam_caption.api.errors import (
     AuthError,
     BadRequest,
     ContentFiltered,
+    EmptyAnswer,
+    HtmlResponse,
     QuotaExceeded,
     RateLimited,
+    Refused,
     ResponseError,
     ServerError,
     Timeout,
@@ -140,12 +143,16 @@ def test_parse_usage_reads_details() -> None:
 
 
 @pytest.mark.parametrize("obj, expected", [
-    (None, Usage()),
-    ({}, Usage()),
+    # No usage, or nothing readable in it: unknown (its cost is unknown too, never $0).
+    (None, Usage(reported=False)),
+    ({}, Usage(reported=False)),
+    ("n/a", Usage(reported=False)),
+    ({"prompt_tokens": None, "completion_tokens": "x", "total_tokens": -3}, Usage(reported=False)),
+    ({"prompt_tokens": 0, "completion_tokens": 0}, Usage()),
     ({"prompt_tokens": 10, "completion_tokens": 5}, Usage(10, 5, 15, 0, 0)),
     ({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
       "prompt_tokens_details": None, "completion_tokens_details": None}, Usage(10, 5, 15, 0, 0)),
-    ({"prompt_tokens": None, "completion_tokens": "x", "total_tokens": -3}, Usage()),
+    ({"prompt_tokens": 10, "completion_tokens": True, "total_tokens": 10}, Usage(10, 0, 10, 0, 0)),
     ({"prompt_tokens": 10, "completion_tokens": 2, "prompt_cache_hit_tokens": 8},
      Usage(10, 2, 12, 8, 0)),
 ])
@@ -180,6 +187,15 @@ def test_parse_rate_limit_headers() -> None:
     assert parse_rate_limit_headers(CIMultiDict(upper)) == expected
 
 
+def test_rate_limit_headers_a_litellm_proxy_passes_on_with_a_prefix() -> None:
+    # LiteLLM restates limit/remaining under their own names, the resets only prefixed.
+    prefixed = {f"llm_provider-{k}": v for k, v in OPENAI_HEADERS.items()}
+    assert parse_rate_limit_headers(prefixed) == RateLimitInfo(500, 499, 0.12, 200000, 198470,
+                                                               360.0)
+    own = {**prefixed, "x-ratelimit-remaining-requests": "7"}
+    assert parse_rate_limit_headers(own).remaining_requests == 7
+
+
 def test_parse_rate_limit_headers_missing_or_junk() -> None:
     assert parse_rate_limit_headers({}) == RateLimitInfo()
     info = parse_rate_limit_headers({"x-ratelimit-remaining-requests": "lots",
@@ -210,6 +226,13 @@ NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
     ({"retry-after-ms": "soon", "retry-after": "2"}, None, 2.0),
     ({"retry-after": "whenever"}, "try again in 5s", 5.0),
     ({"retry-after-ms": "-5"}, None, None),
+    ({"retry-after": "Fri, 99 Foo 2023 99:99:99 GMT"}, None, None),
+    ({"retry-after": "Sat, 01 Jan 10000 00:00:00 GMT"}, None, None),
+    # A LiteLLM proxy passes the provider's own on only with its prefix; its own come first.
+    ({"llm_provider-retry-after": "20"}, None, 20.0),
+    ({"llm_provider-retry-after-ms": "1500"}, None, 1.5),
+    ({"retry-after": "3", "llm_provider-retry-after": "20"}, None, 3.0),
+    ({"llm_provider-retry-after": "Tue, 14 Nov 2023 22:13:50 GMT"}, "try again in 5s", 30.0),
 ])
 def test_retry_after_seconds(headers: dict, message: str | None, expected: float | None) -> None:
     got = retry_after_seconds(headers, message, now=NOW)
@@ -245,14 +268,20 @@ def test_parse_response_length_is_a_result() -> None:
     assert result.caption.startswith("A crowded street market")
 
 
-def test_parse_response_tolerates_null_and_list_content() -> None:
+def test_parse_response_joins_list_content_and_never_returns_an_empty_caption() -> None:
     def body(content: object) -> bytes:
         return json.dumps({"choices": [{"message": {"content": content},
-                                        "finish_reason": "length"}]}).encode()
+                                        "finish_reason": "length"}],
+                           "usage": {"prompt_tokens": 300, "completion_tokens": 60}}).encode()
 
-    assert parse_response(200, {}, body(None)).caption == ""
     parts = [{"type": "text", "text": "A cat "}, {"type": "text", "text": "asleep."}]
     assert parse_response(200, {}, body(parts)).caption == "A cat asleep."
+    for empty in (None, "", "  \n", [], [{"type": "thinking", "thinking": "hm"}]):
+        with pytest.raises(EmptyAnswer) as info:
+            parse_response(200, {}, body(empty))
+        # Billed, so its cost is kept: the output cap was spent before any answer.
+        assert info.value.usage == Usage(300, 60, 360, 0, 0)
+        assert info.value.row_code == "empty_answer" and not is_retryable(info.value)
 
 
 def test_content_filter_carries_billed_usage() -> None:
@@ -295,6 +324,13 @@ ERROR_CASES = [
     (200, b'{"error": {"message": "upstream timed out", "code": 502}}', ServerError, "http_502",
      True),
     (200, b'{"error": {"message": "odd"}}', ResponseError, "bad_response", True),
+    (200, b'{"error": {"message": "slow down", "type": "rate_limit_error"}}', RateLimited,
+     "rate_limited", True),
+    (200, b'{"error": {"message": "bad", "code": "400"}, "choices": []}', BadRequest, "http_400",
+     False),
+    (200, sample("error_500.html"), HtmlResponse, "html_response", False),
+    (200, b"\n\n   .", ResponseError, "bad_response", True),
+    (200, b"[" * 100_000 + b"]" * 100_000, ResponseError, "bad_response", True),
 ]
 
 
@@ -332,7 +368,8 @@ def test_retry_after_header_beats_message_hint() -> None:
 def test_html_error_page_message_uses_title() -> None:
     with pytest.raises(ServerError) as info:
         parse_response(500, {}, sample("error_500.html"))
-    assert info.value.message == "HTTP 500: 500 Internal Server Error"
+    assert info.value.message == ("HTTP 500: 500 Internal Server Error (an HTML page from a "
+                                  "proxy or web server, not the API)")
 
 
 def test_error_messages_mask_echoed_secrets() -> None:
@@ -373,6 +410,9 @@ RETRYABLE = [
     (AuthError("a", status=401), False),
     (AuthError("a", status=403), False),
     (ContentFiltered("c", status=200), False),
+    (Refused("r", status=200), False),
+    (EmptyAnswer("e", status=200), False),
+    (HtmlResponse("h", status=200), False),
     (TimeoutError(), True),  # asyncio.TimeoutError is this builtin since 3.11
     (aiohttp.ServerTimeoutError(), True),
     (aiohttp.ServerDisconnectedError(), True),
