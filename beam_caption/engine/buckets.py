@@ -87,6 +87,11 @@ class TokenBucket:
         self._level = min(self._level, target)
 
 
+# After a 429 burst the limit is left to climb back by itself for this long before a resize
+# may lift it again.
+RECOVERY_S = 30.0
+
+
 class AdaptiveConcurrency:
     """Additive-increase, multiplicative-decrease limit on requests in flight.
 
@@ -114,6 +119,14 @@ class AdaptiveConcurrency:
     def limit(self) -> int:
         """How many requests may be in flight now."""
         return self._limit
+
+    def resize(self, cap: int) -> None:
+        """A new cap (the window sized from measurements, engine/window.py). The limit follows
+        it at once, except within RECOVERY_S of a 429 burst: it then climbs back one at a time
+        as after any burst (and never above the new cap)."""
+        self.cap = max(self.floor, cap)
+        recovered = self._clock() >= self._burst_until + RECOVERY_S
+        self._limit = self.cap if recovered else min(self._limit, self.cap)
 
     def on_success(self) -> None:
         """A clean response: count it toward the next increase."""

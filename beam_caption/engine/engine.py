@@ -54,7 +54,7 @@ class AsyncEngine:
         self.metrics = m.MetricsCollector()
         self.pacer = Pacer(limits)
         self.global_limit = GlobalLimit(limits, self.metrics) if limits.rate_limiter else None
-        self.transport = Transport(endpoint, limits.concurrency, api_key)
+        self.transport = Transport(endpoint, limits.max_window, api_key)
         self._loop_thread = loop_thread
         self._rng = random.Random()
 
@@ -65,6 +65,17 @@ class AsyncEngine:
     def close(self) -> None:
         """Close the session; jobs still running are cancelled."""
         self._loop_thread.run(self.transport.close(), timeout=30)
+
+    # -- feeding -----------------------------------------------------------------------------
+    def note_feed(self, feeder: int, busy_s: float) -> None:
+        """A feeding DoFn (`feeder`, any thread) spent `busy_s` on its last image, waits for a
+        slot excluded: what sizes the window (engine/window.py)."""
+        if self.pacer.sizer is not None:
+            self.pacer.sizer.note_feed(feeder, busy_s)
+
+    def window(self) -> int:
+        """Requests this process may have in flight now."""
+        return self.pacer.concurrency.limit
 
     # -- submission ------------------------------------------------------------------------
     def submit(self, job: CaptionJob, finish: Callable[[CaptionOutcome], T]
@@ -183,6 +194,7 @@ class AsyncEngine:
             self.pacer.apply_server_limits(result.rate_limits)
             self.pacer.correct_tokens(result.usage.total_tokens - tokens)
             self.metrics.observe(m.LATENCY_MS, latency_ms)
+            self.pacer.observe_latency(latency_ms / 1000)
             return result, latency_ms, billed
         finally:
             await self.pacer.release()

@@ -4,20 +4,25 @@ The buckets refill at this process's share of the account's --rpm/--tpm (the sta
 the limits divided by the expected number of worker processes); with --rate-limiter a shared
 service keeps the job-wide limit (engine/global_limit.py) and the buckets only keep one process
 under the whole limit. The provider's x-ratelimit headers tighten them; 429s halve the number of
-slots (buckets.AdaptiveConcurrency). Used on the engine's event loop only.
+slots (buckets.AdaptiveConcurrency), whose cap is --concurrency N or, by default, the window
+engine/window.py sizes from the measured feed rate and latency. Used on the engine's event loop
+only (the sizer also takes reports from the feeding threads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from beam_caption.api.ratelimits import RateLimitInfo
 from beam_caption.engine.buckets import AdaptiveConcurrency, TokenBucket
 from beam_caption.engine.settings import LimitsConfig, limiter_address
+from beam_caption.engine.window import WindowSizer
 
 _LOG = logging.getLogger(__name__)
+RESIZE_EVERY_S = 0.5
 
 
 class Pacer:
@@ -25,7 +30,10 @@ class Pacer:
 
     def __init__(self, limits: LimitsConfig) -> None:
         self.limits = limits
-        self.concurrency = AdaptiveConcurrency(limits.concurrency)
+        self.concurrency = AdaptiveConcurrency(limits.start_window)
+        # --concurrency auto: the window follows the measured feed rate and latency.
+        self.sizer = WindowSizer() if limits.auto_window else None
+        self._resized_at = 0.0
         # Tiny bursts: providers count limits over a sliding minute, and a bucket admits at most
         # its capacity on top of its rate in any window, so pacing evenly is what stays under.
         self._requests = TokenBucket(limits.rpm_per_worker / 60.0, 1.0)
@@ -52,6 +60,23 @@ class Pacer:
         async with slots:
             self.in_flight -= 1
             slots.notify_all()
+
+    def observe_latency(self, seconds: float) -> None:
+        """An answer took `seconds`: resize the window (at most every RESIZE_EVERY_S) when it is
+        sized from measurements. Call on the engine loop."""
+        if self.sizer is None:
+            return
+        self.sizer.note_latency(seconds)
+        now = time.monotonic()
+        if now - self._resized_at < RESIZE_EVERY_S:
+            return
+        self._resized_at = now
+        target = self.sizer.target()
+        if target is not None and target != self.concurrency.cap:
+            grew = target > self.concurrency.limit
+            self.concurrency.resize(target)
+            if grew:
+                self.wake()  # jobs waiting for a slot may go now
 
     def wake(self) -> None:
         """Make slot waiters look again (a run stopped); call on the engine loop."""

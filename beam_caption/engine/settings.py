@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from beam_caption.engine.window import AUTO_MAX, AUTO_START
 from beam_caption.errors import ConfigError
 
 # The rate-limit service's domain when --rate-limiter names none.
@@ -35,7 +36,7 @@ class LimitsConfig:
     """Per-process request engine limits: the account's --rpm/--tpm, shared by `workers`
     processes (divided by them, or, with `rate_limiter`, enforced for the whole job)."""
 
-    concurrency: int = 32
+    concurrency: int = 0  # requests in flight per process; 0: sized from measurements
     rpm: float = 0.0
     tpm: float = 0.0
     workers: int = 1
@@ -51,6 +52,21 @@ class LimitsConfig:
     # Where `workers` came from ("--workers-hint", the runner's options), for the log line that
     # says what the static division assumes; None when nobody said.
     workers_source: str | None = None
+
+    @property
+    def auto_window(self) -> bool:
+        """True when the in-flight window is sized from measurements (engine/window.py)."""
+        return self.concurrency == 0
+
+    @property
+    def start_window(self) -> int:
+        """The in-flight limit a process starts with."""
+        return self.concurrency or AUTO_START
+
+    @property
+    def max_window(self) -> int:
+        """The most requests a process may ever have in flight (its connection pool)."""
+        return self.concurrency or AUTO_MAX
 
     def __post_init__(self) -> None:
         if self.rate_limiter is not None:

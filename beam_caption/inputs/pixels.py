@@ -116,16 +116,17 @@ def oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
 def _shrink(im: Image.Image, target: tuple[int, int]) -> Image.Image:
     """Image.reduce() for the integer part of the shrink, then a resample to `target`.
 
-    After reduce() (or JPEG draft) what is left is a shrink of less than 2x, where bilinear
-    filtering looks the same to a vision model as bicubic and costs about a quarter less CPU
-    (measured: 640x480 -> 512 px 10.5 -> 8.1 ms); a larger rest keeps bicubic.
+    After reduce() (or JPEG draft) what is left is a shrink of less than 2x, where averaging
+    each output pixel's area (BOX) looks the same to a vision model as bicubic and costs less
+    than half (measured on 800x600 -> 512x384: bicubic 4.0, bilinear 2.4, box 1.6 ms); a larger
+    rest keeps bicubic.
     """
     factor = int(min(im.width / target[0], im.height / target[1]) / _REDUCING_GAP)
     if factor >= 2:
         im = im.reduce(factor)
     if im.size != target:
         rest = min(im.width / target[0], im.height / target[1])
-        filter_ = Image.Resampling.BILINEAR if rest < 2 else Image.Resampling.BICUBIC
+        filter_ = Image.Resampling.BOX if rest < 2 else Image.Resampling.BICUBIC
         im = im.resize(target, filter_)
     return im
 

@@ -17,6 +17,7 @@ import concurrent.futures
 import functools
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -104,9 +105,10 @@ class _CaptionDoFn(beam.DoFn):
         self._run: RunState | None = None
         self._journal: AnswerJournal | None = None
         self._pending: dict[concurrent.futures.Future[Tagged], PreparedImage] = {}
-        # Enough queued work to keep every slot busy while this thread emits rows; more would only
-        # hold images in memory.
-        self._max_pending = 2 * config.limits.concurrency
+        # What this thread spent on its last image outside our waits for a slot: reported to the
+        # engine, which sizes its window from it (engine/window.py).
+        self._entered: float | None = None
+        self._waited = 0.0
 
     def setup(self) -> None:
         """Join (or start) this process's engine, and its state for the run."""
@@ -119,14 +121,22 @@ class _CaptionDoFn(beam.DoFn):
     def start_bundle(self) -> None:
         """A bundle starts with nothing in flight."""
         self._pending = {}
+        self._entered = None
 
     def process(self, image: PreparedImage) -> Iterator[Any]:
         """Submit one image; yield the rows of whatever has completed meanwhile."""
         assert self._engine is not None and self._run is not None
+        now = time.monotonic()
+        if self._entered is not None:
+            # Reading and preparing this image, writing the last one's rows: the feed's pace.
+            self._engine.note_feed(id(self), now - self._entered - self._waited)
+        self._entered, self._waited = now, 0.0
         job = caption_job(self._config, self._run, image)
         finish = functools.partial(self._finish, image, job)
         self._pending[self._engine.submit(job, finish)] = image
-        yield from self._completed(block=len(self._pending) >= self._max_pending)
+        # Enough queued work to keep every slot busy while this thread prepares the next
+        # image; more would only hold images in memory.
+        yield from self._completed(block=len(self._pending) >= 2 * self._engine.window())
 
     def finish_bundle(self) -> Iterator[Any]:
         """Wait for every request of the bundle: a bundle never ends with requests in flight."""
@@ -160,7 +170,9 @@ class _CaptionDoFn(beam.DoFn):
 
     def _completed(self, *, block: bool) -> Iterator[Any]:
         if block:
+            started = time.monotonic()
             concurrent.futures.wait(self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            self._waited += time.monotonic() - started
         done = [f for f in self._pending if f.done()]
         for future in done:
             yield self._emit(future, self._pending.pop(future))
