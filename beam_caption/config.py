@@ -129,7 +129,7 @@ class CaptionConfig:
     @classmethod
     def create(cls, *, model: str = DEFAULT_MODEL, prompt: str = DEFAULT_PROMPT,
                base_url: str | None = None, output: str | None = None,
-               max_side: int = 512, max_output_tokens: int = 60, concurrency: int = 32,
+               max_side: int = 512, max_output_tokens: int = 60, concurrency: int = 0,
                rpm: float = 0.0, tpm: float = 0.0, workers: int = 1,
                max_cost_usd: float | None = None, api_key_env: str = "OPENAI_API_KEY",
                api_key_secret: str | None = None, prices: str | None = None,
@@ -141,9 +141,10 @@ class CaptionConfig:
         `api_key_env` (or Secret Manager: `api_key_secret`). With `output`, each worker process
         journals the answers it paid for under OUTPUT/_journal/<run_id>/ (WriteCaptions deletes
         it once the Parquet files are written). `workers` is how many processes share `rpm`,
-        `tpm` and `max_cost_usd`. `price_as` bills `model` at a known model's price (an Azure
-        deployment, a gateway alias). Further RequestSettings fields (system_prompt, detail,
-        temperature, token_param, response_format) pass through `request`.
+        `tpm` and `max_cost_usd`; `concurrency` 0 sizes the in-flight window from measurements
+        (engine/window.py), a number fixes it. `price_as` bills `model` at a known model's price
+        (an Azure deployment, a gateway alias). Further RequestSettings fields (system_prompt,
+        detail, temperature, token_param, response_format) pass through `request`.
         """
         price = lookup_price(load_prices(prices), model, price_as=price_as)
         if max_cost_usd and price is None:
