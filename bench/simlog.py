@@ -50,7 +50,7 @@ class LogReader:
                 continue  # a line still being written
             if record.get("path") != CHAT_PATH:
                 continue
-            first = min(first, record["ts"] - record["latency_ms"] / 1000)
+            first = min(first, record.get("started", record["ts"] - record["latency_ms"] / 1000))
             last = max(last, record["ts"])
             ok += record.get("status") == 200
         return Phase(max(0.0, last - first) if ok else 0.0, ok)

@@ -62,6 +62,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     """Auth, error shape, standard headers, ledger and log (see the module docstring)."""
     state = request.app[STATE]
     started = time.perf_counter()
+    arrived = time.time()
     record = request[RECORD] = RequestRecord()
     try:
         if request.path.startswith("/v1/"):
@@ -78,25 +79,26 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         # The client hung up before the answer (e.g. its timeout fired): nothing is billed.
         if record.outcome == "ok":
             record.outcome = "timeout"
-        _account(state, request, record, None, started)
+        _account(state, request, record, None, started, arrived)
         raise
     headers = response.headers
     headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
     headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
     headers.update(state.limiter.headers(time.monotonic()))
     dropped = record.outcome in ("timeout", "disconnect")
-    _account(state, request, record, None if dropped else response.status, started)
+    _account(state, request, record, None if dropped else response.status, started,
+             arrived)
     return response
 
 
 def _account(state: SimState, request: web.Request, record: RequestRecord,
-             status: int | None, started: float) -> None:
+             status: int | None, started: float, arrived: float) -> None:
     if request.path == CHAT_PATH:
         state.ledger.count(record.outcome)
     if request.path.startswith("/v1/"):
         state.log.write(request.path, status if status is not None else 0, record.outcome,
                         record.model, record.body, record.usage,
-                        (time.perf_counter() - started) * 1000)
+                        (time.perf_counter() - started) * 1000, arrived)
 
 
 async def sim_stats(request: web.Request) -> web.Response:

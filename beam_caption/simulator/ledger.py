@@ -92,11 +92,16 @@ class RequestLog:
             else None  # noqa: SIM115 - closed in close()
 
     def write(self, path: str, status: int, outcome: str, model: str | None, request: Any,
-              usage: dict[str, Any] | None, latency_ms: float) -> None:
-        """Append one record (no-op without a log file). The request body is redacted."""
+              usage: dict[str, Any] | None, latency_ms: float, started: float) -> None:
+        """Append one record (no-op without a log file). The request body is redacted.
+
+        ``started`` and ``ts`` are wall-clock seconds (arrival and answer) to the microsecond,
+        so in-flight counts rebuilt from the log do not overlap a request with the one whose
+        answer freed its slot a fraction of a millisecond earlier."""
         if self._fh is None:
             return
-        record = {"ts": round(time.time(), 3), "path": path, "status": status,
+        record = {"started": round(started, 6), "ts": round(time.time(), 6), "path": path,
+                  "status": status,
                   "outcome": outcome, "model": model, "request": redact(request),
                   "usage": usage, "latency_ms": round(latency_ms, 3)}
         self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -23,8 +23,7 @@ def _peak_in_flight(log: Path) -> int:
     for line in log.read_text().splitlines():
         record = json.loads(line)
         if record["path"].endswith("/chat/completions"):
-            end = record["ts"]
-            events += [(end - record["latency_ms"] / 1000, 1), (end, -1)]
+            events += [(record["started"], 1), (record["ts"], -1)]
     peak = current = 0
     for _, change in sorted(events, key=lambda e: (e[0], e[1])):
         current += change
