@@ -171,8 +171,8 @@ def test_logged_requests_are_schema_valid_and_redacted(sim: SimulatorHandle,
     chats = [r for r in records if r["path"] == "/v1/chat/completions" and r["status"] == 200]
     assert chats
     for record in records:
-        assert set(record) == {"started", "ts", "path", "status", "outcome", "model", "request", "usage",
-                               "latency_ms"}
+        assert set(record) == {"started", "ts", "path", "status", "outcome", "model", "request",
+                               "usage", "latency_ms"}
     for record in chats:
         _assert_valid("CreateChatCompletionRequest", record["request"])
         assert record["usage"]["prompt_tokens"] > 0
