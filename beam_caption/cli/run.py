@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from beam_caption import job as pl
 from beam_caption.auth.gcloud import settle_gcs_credentials
@@ -39,6 +39,7 @@ from beam_caption.pipeline.outputs import (
 )
 from beam_caption.pipeline.resume import AnswerSources
 from beam_caption.pipeline.summary import read_summary, update_summary
+from beam_caption.runner.forked import ForkedWorkers
 from beam_caption.runner.local import EXIT_INTERRUPTED, run_local
 
 _LOG = logging.getLogger("beam_caption.run")
@@ -97,7 +98,9 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     expected = tally.images if tally else None
     options = pl.pipeline_options(beam_flags, in_process=_small(tally))
     workers, how = pl.expected_worker_processes(options)
-    with _endpoint(args) as base_url, tempfile.TemporaryDirectory(
+    # Before any thread starts (the --simulate server, the progress line): see runner/forked.py.
+    forked = ForkedWorkers((workers or 0) if local and _multi_processing(options) else 0)
+    with forked, _endpoint(args) as base_url, tempfile.TemporaryDirectory(
             prefix="beam-caption-control-") as control_dir:
         config = build_run_config(args, workers=workers, base_url=base_url,
                                   expected_images=expected,
@@ -129,6 +132,10 @@ def _log_price(args: argparse.Namespace, config: RunConfig) -> None:
                      "(%s)", model, unpriced_hint(load_prices(args.prices), model))
     elif price.model != model:
         _LOG.info("pricing %s as %s", model, price.model)
+
+
+def _multi_processing(options: PipelineOptions) -> bool:
+    return options.view_as(DirectOptions).direct_running_mode == "multi_processing"
 
 
 def _small(tally: InputTally | None) -> bool:

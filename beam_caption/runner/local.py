@@ -54,7 +54,8 @@ def local_runner(options: PipelineOptions) -> tuple[Any, PipelineOptions]:
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode != "multi_processing":
         return FnApiRunner(), options
-    command = f"exec {sys.executable} -m beam_caption.runner.worker"
+    # The handoff claims a worker the launcher forked (runner/forked.py), or becomes one.
+    command = f"exec {sys.executable} -m beam_caption.runner.handoff"
     environment = environments.SubprocessSDKEnvironment.from_command_string(command)
     runner_options = PipelineOptions([], **{
         **options.get_all_options(drop_default=True, retain_unknown_options=True),

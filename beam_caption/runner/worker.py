@@ -31,14 +31,21 @@ def _record_pid() -> None:
             pass  # only the second Ctrl-C needs it; the launcher then finds fewer pids
 
 
-def main() -> None:
-    """Ignore SIGINT, note the pid, then run Beam's SDK worker with this process's arguments."""
+def serve() -> int:
+    """Ignore SIGINT, note the pid, then run Beam's SDK worker (its addresses come from the
+    environment); the exit code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _record_pid()
     settle_in_worker()
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)
+    return 0
+
+
+def main() -> None:
+    """A worker process started from scratch (see runner/forked.py for the forked ones)."""
+    serve()
     # The harness has torn every DoFn down (the journal is flushed in teardown): what is left
     # is unloading modules, while the launcher waits for this worker before the next.
     exit_now(0)

@@ -10,6 +10,7 @@ interrupt comes at a random point past 30% of the answers (the seed is in the te
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -59,10 +60,11 @@ def _command(photos: Path, out: Path, sim, *extra: str,
             "--base-url", sim.base_url, "--concurrency", str(CONCURRENCY), *mode, *extra]
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     return dict(os.environ, NO_GCE_CHECK="true", PYTHONUNBUFFERED="1",
-                PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+                PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+                **extra)
 
 
 def _paid(sim) -> int:
@@ -70,9 +72,9 @@ def _paid(sim) -> int:
 
 
 @contextmanager
-def _launched(command: list[str]) -> Iterator[subprocess.Popen]:
+def _launched(command: list[str], **env: str) -> Iterator[subprocess.Popen]:
     """The launcher in a process group of its own; whatever is left is killed at the end."""
-    proc = subprocess.Popen(command, env=_env(), start_new_session=True, text=True,
+    proc = subprocess.Popen(command, env=_env(**env), start_new_session=True, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         yield proc
@@ -94,6 +96,19 @@ def _wait_for_answers(sim, proc: subprocess.Popen, fraction: float) -> tuple[int
             return answered, sorted(workers)
         time.sleep(0.05)
     raise AssertionError("the run made no progress")
+
+
+def _worker_processes(launcher: subprocess.Popen, pids: list[int]) -> list[int]:
+    """The pids that are worker processes: forked from the launcher (runner/forked.py, same
+    command line) or started from scratch (runner/worker.py)."""
+    own = psutil.Process(launcher.pid).cmdline()
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            line = psutil.Process(pid).cmdline()
+            if line == own or "beam_caption.runner.worker" in " ".join(line):
+                found.append(pid)
+    return found
 
 
 def _assert_gone(pids: list[int]) -> None:
@@ -225,14 +240,15 @@ def test_sigterm_to_the_launcher_alone_stops_like_ctrl_c(photos, sim, tmp_path) 
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("fork", ["1", "0"], ids=["forked-workers", "fresh-workers"])
 def test_a_killed_worker_process_ends_the_run_with_one_line_and_resume_finishes(
-        photos, sim, tmp_path) -> None:
+        photos, sim, tmp_path, fork) -> None:
     out = tmp_path / "out"
-    with _launched(_command(photos, out, sim)) as proc:
+    with _launched(_command(photos, out, sim), BEAM_CAPTION_FORK_WORKERS=fork) as proc:
         _, workers = _wait_for_answers(sim, proc, 0.4)
-        victim = next(pid for pid in workers if "beam_caption.runner.worker" in " ".join(
-            psutil.Process(pid).cmdline()))
-        os.kill(victim, signal.SIGKILL)
+        victims = _worker_processes(proc, workers)
+        assert len(victims) == WORKERS, "both worker processes were found"
+        os.kill(victims[0], signal.SIGKILL)
         output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, output[-3000:]
     stopped = [line for line in output.splitlines() if line.startswith("beam-caption: stopped")]
