@@ -8,7 +8,9 @@ file, which would flatter every decoder. Kinds:
 - small:  640x480-ish web images (JPEG q85), the throughput corpus;
 - medium: 1600x1200 photos (JPEG q90), the seed script's memory comparison;
 - camera: 4032x3024 photos (JPEG q92, one in four portrait via EXIF orientation 6) with one in
-  ten saved as PNG at 2000x1500 (phones do not shoot PNG; screenshots and scans are).
+  ten saved as PNG at 2000x1500 (phones do not shoot PNG; screenshots and scans are);
+- phone:  the same 12 MP JPEGs without the PNGs, the headline scenario's camera roll (~3.5 MB
+  each, about what a 12 MP phone camera writes).
 
 Image i of a kind depends only on (kind, i), so a 1,000-image corpus extends a 300-image one.
 Files live in bench/corpus/<kind>/ and a list file names the first N for a scenario.
@@ -49,6 +51,7 @@ KINDS = {
     "small": Kind("small", (640, 480), 85),
     "medium": Kind("medium", (1600, 1200), 90),
     "camera": Kind("camera", (4032, 3024), 92, png_every=10, rotate_every=4),
+    "phone": Kind("phone", (4032, 3024), 92, rotate_every=4),
 }
 
 

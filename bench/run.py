@@ -97,6 +97,9 @@ def run_system(scenario: Scenario, system: System, listing: Path, sim: Any,
     sim_cpu = process_cpu_s(sim_pid)
     print(f"  {system.label}: {images} images ...", flush=True)
     load_before = os.getloadavg()[0]
+    size_bytes = sum(p.stat().st_size for p in read_list(listing)[:images])
+    in_flight = system.in_flight(images, size_bytes)
+    launched = time.time()
     measured = run_measured(cmd, out.parent / f"{_slug(system)}.log", env=system_env())
     stats = sim.stats()
     phase = log.phase()
@@ -113,9 +116,10 @@ def run_system(scenario: Scenario, system: System, listing: Path, sim: Any,
         "billed": stats["requests"]["by_outcome"]["ok"],
         "cost_usd": stats["cost_usd"]["total"],
         "phase_s": phase.seconds, "phase_ok": phase.ok,
-        "in_flight": system.in_flight(images),
-        "ideal_ips": floor.ideal_images_per_s(system.in_flight(images), scenario.latency_ms,
-                                              scenario.rpm),
+        # From the command's start to the first request's arrival at the simulator.
+        "first_request_s": round(phase.first - launched, 3) if phase.first else None,
+        "in_flight": in_flight,
+        "ideal_ips": floor.ideal_images_per_s(in_flight, scenario.latency_ms, scenario.rpm),
     }
     try:
         row["ok"], row["failed"] = answers_of(system, out)
@@ -138,12 +142,14 @@ def run_scenario(scenario: Scenario) -> dict[str, Any]:
     record: dict[str, Any] = {"key": scenario.key, "title": scenario.title,
                               "latency_ms": scenario.latency_ms, "rpm": scenario.rpm,
                               "count": scenario.count, "corpus": scenario.corpus,
+                              "headline": scenario.headline,
                               "simulator": scenario.simulator_overrides(),
                               "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                               "nproc": os.cpu_count(),
                               "notes": list(scenario.notes)}
     sample = read_list(listing)[:BARE_COST_SAMPLE] if scenario.bare_cost else []
     bare = [floor.bare_prepare_cost(sample)] if sample else []
+    floors = [floor.floor_cost(sample)] if sample else []
     log_path = OUT / scenario.key / "simulator.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.unlink(missing_ok=True)
@@ -157,7 +163,9 @@ def run_scenario(scenario: Scenario) -> dict[str, Any]:
         # Timed again after the systems: CPU time per operation drifts with the load on this
         # shared machine (a busy SMT sibling slows a core), so the two are averaged.
         bare.append(floor.bare_prepare_cost(sample))
+        floors.append(floor.floor_cost(sample))
         record.update(bare_cpu_s_per_image=sum(bare) / len(bare), bare_cpu_s_runs=bare,
+                      floor_cpu_s_per_image=sum(floors) / len(floors), floor_cpu_s_runs=floors,
                       bare_sample=len(sample))
     record["seconds"] = round(time.monotonic() - started, 1)
     return record

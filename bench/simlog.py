@@ -22,6 +22,7 @@ class Phase:
 
     seconds: float
     ok: int
+    first: float = 0.0  # wall-clock time the first chat request arrived (0: none)
 
 
 class LogReader:
@@ -53,7 +54,8 @@ class LogReader:
             first = min(first, record.get("started", record["ts"] - record["latency_ms"] / 1000))
             last = max(last, record["ts"])
             ok += record.get("status") == 200
-        return Phase(max(0.0, last - first) if ok else 0.0, ok)
+        return Phase(max(0.0, last - first) if ok else 0.0, ok,
+                     first if first != float("inf") else 0.0)
 
 
 def simulator_process() -> int | None:
