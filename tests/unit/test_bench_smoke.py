@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from beam_caption.engine.window import AUTO_MAX
 from bench import floor
 from bench.corpus import KINDS, Kind, corpus, read_list
 from bench.scenarios import BC, POOL, SEED, System
@@ -46,8 +47,13 @@ def test_ideal_is_the_tighter_of_in_flight_over_mean_latency_and_rpm() -> None:
 
 
 def test_in_flight_follows_each_systems_flags() -> None:
-    assert System("bc", BC, ("--concurrency", "64", "--direct_num_workers=2")).in_flight(10) \
-        == 128
+    fixed = System("bc", BC, ("--concurrency", "64", "--direct_num_workers=2"))
+    assert fixed.in_flight(1000) == 128
+    assert fixed.in_flight(10) == 10  # never more than the images
+    # --concurrency auto grows to AUTO_MAX per process; a small job runs in one process.
+    assert System("bc", BC, ("--direct_num_workers=2",)).in_flight(5000) == 2 * AUTO_MAX
+    assert System("bc", BC).in_flight(20_000, 20_000 * 70_000) > AUTO_MAX
+    assert System("bc", BC, ("--concurrency", "8")).in_flight(300, 300 * 1_000) == 8
     assert System("pool", POOL, ("--concurrency", "8")).in_flight(10) == 8
     assert System("seed", SEED).in_flight(1000) == 100
     assert System("seed", SEED).in_flight(7) == 7
