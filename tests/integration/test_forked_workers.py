@@ -4,6 +4,7 @@ with other threads running forks nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -37,10 +38,8 @@ def _processes_during(proc: subprocess.Popen) -> dict[int, tuple[int, list[str]]
     launcher = psutil.Process(proc.pid)
     while proc.poll() is None:
         for child in launcher.children(recursive=True):
-            try:
+            with contextlib.suppress(psutil.Error):
                 seen[child.pid] = (child.ppid(), child.cmdline())
-            except psutil.Error:
-                pass
         time.sleep(0.01)
     return seen
 
