@@ -70,7 +70,8 @@ def one_line(row: Row) -> str:
 def _table(scenario: Scenario) -> list[str]:
     bare = floor_s(scenario)
     lines = ["| system | images (ok/failed) | img/s end-to-end | wall s | first request s | "
-             "img/s phase | ideal img/s (in flight) | % of ideal | CPU ms/img (net of start-up) "
+             "img/s phase | ideal img/s (in flight) | % of ideal (capped by the CPU bound) | "
+             "CPU ms/img (net of start-up) "
              "| x floor | peak RSS MB | requests | 429s | $ / 1k img | simulator CPU s | "
              "load before/after |",
              "|---" * 16 + "|"]
@@ -79,7 +80,8 @@ def _table(scenario: Scenario) -> list[str]:
         cpu = f"{cpu_ms(row):.1f}" + (f" ({net:.1f})" if net is not None else "")
         per_image = net if net is not None else cpu_ms(row)
         ratio = f"{per_image / (1000 * bare):.2f}" if bare and row["ok"] else "-"
-        pct = 100 * phase_ips(row) / row["ideal_ips"] if row["ideal_ips"] else 0
+        limit = _limit(scenario, row)
+        pct = 100 * phase_ips(row) / limit if limit else 0
         load = "/".join(str(v) for v in row.get("load", []))
         lines.append(
             f"| {row['system']} | {row['images']} ({row['ok']}/{row['failed']}) | "
@@ -108,8 +110,9 @@ def _scenario_section(scenario: Scenario) -> list[str]:
              f"in {scenario['seconds']:.0f} s; simulator: {sim}.", ""]
     if scenario.get("floor_cpu_s_per_image"):
         runs = " and ".join(f"{1000 * v:.1f}" for v in scenario.get("floor_cpu_s_runs", []))
-        lines += [f"Physical floor (Pillow alone: JPEG decoded at the DCT scale that fits 512 "
-                  f"px, other formats decoded and `reduce`d, one JPEG encode; one process, "
+        lines += [f"Physical floor (Pillow alone: a JPEG decoded at the DCT scale that lands on "
+                  f"the sent size, else the largest one above it and one BOX shrink; other "
+                  f"formats decoded, reduced and shrunk; one JPEG encode; one process, "
                   f"{scenario['bare_sample']} of these images, timed before and after the "
                   f"systems: {runs} ms): "
                   f"**{1000 * scenario['floor_cpu_s_per_image']:.1f} ms CPU per image**."]

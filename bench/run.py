@@ -1,6 +1,6 @@
 """Benchmarks of beam-caption against the systems users would pick instead, side by side.
 
-    .venv/bin/python bench/run.py --quick        # make bench: every quick scenario (< 10 min)
+    .venv/bin/python bench/run.py --quick        # make bench: every quick scenario (~10 min)
     .venv/bin/python bench/run.py --full         # make bench-full: the large scenarios
     .venv/bin/python bench/run.py --only camera  # one scenario by key (see bench/scenarios.py)
 
