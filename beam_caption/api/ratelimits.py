@@ -145,3 +145,36 @@ def _retry_after_value(value: str, now: float | None) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):  # junk must not escape a parser
         return None
     return max(0.0, at - (time.time() if now is None else now))
+
+
+def _until(value: str | None, now: float | None) -> float | None:
+    """Seconds from `now` until an RFC 3339 time (Anthropic's reset headers); None if unreadable."""
+    if not value:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_anthropic_rate_limits(headers: Mapping[str, str],
+                                now: float | None = None) -> RateLimitInfo:
+    """Read Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` headers
+    (resets are RFC 3339 times, measured from `now`) into the same RateLimitInfo the engine's
+    pacing reads; the input-/output-tokens variants are covered by the tokens ones."""
+    h = _lower(headers)
+
+    def get(kind: str, what: str) -> str | None:
+        return _header(h, f"anthropic-ratelimit-{kind}-{what}")
+
+    return RateLimitInfo(
+        limit_requests=_count(get("requests", "limit")),
+        remaining_requests=_count(get("requests", "remaining")),
+        reset_requests_s=_until(get("requests", "reset"), now),
+        limit_tokens=_count(get("tokens", "limit")),
+        remaining_tokens=_count(get("tokens", "remaining")),
+        reset_tokens_s=_until(get("tokens", "reset"), now),
+    )

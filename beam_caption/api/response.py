@@ -58,7 +58,8 @@ REQUEST_ID_HEADERS = ("llm_provider-x-request-id", "x-request-id", "llm_provider
 _TYPE_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
                 "permission_error": 403, "not_found_error": 404, "rate_limit_error": 429,
                 "rate_limit_exceeded": 429, "insufficient_quota": 429, "server_error": 500,
-                "overloaded_error": 529}
+                "overloaded_error": 529, "billing_error": 402, "api_error": 500,
+                "request_too_large": 413, "timeout_error": 504}
 _HTML_NOTE = "(an HTML page from a proxy or web server, not the API)"
 
 
@@ -90,7 +91,12 @@ class _Reply:
                              request_id=self.request_id, rate_limits=self.rate_limits)
 
 
-_SECRET = re.compile(r"(?i)(bearer\s+)\S+|\b(sk-)[A-Za-z0-9_\-]{6,}[A-Za-z0-9_\-*]*")
+# What the provider adapters (api/providers/) build their outcomes from.
+Reply = _Reply
+
+# Bearer tokens, OpenAI/Anthropic keys (sk-, sk-ant-) and Google API keys (AIza...).
+_SECRET = re.compile(r"(?i)(bearer\s+)\S+|\b(sk-)[A-Za-z0-9_\-]{6,}[A-Za-z0-9_\-*]*"
+                     r"|\b(AIza)[0-9A-Za-z_\-]{20,}")
 
 
 def _safe(text: str) -> str:
@@ -98,7 +104,7 @@ def _safe(text: str) -> str:
 
     Our own messages never hold the key, but a misbehaving server might echo it back.
     """
-    text = _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+    text = _SECRET.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
     text = " ".join(text.split())
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
 
@@ -111,6 +117,8 @@ def _text(value: Any) -> str | None:
 def _error_class(status: int, code: str | None, etype: str | None) -> type[ApiError]:
     if status == 429:
         return QuotaExceeded if "insufficient_quota" in (code, etype) else RateLimited
+    if status == 402 or "billing_error" in (code, etype):
+        return QuotaExceeded  # Anthropic: no credit left; never retried
     if status in (401, 403):
         return AuthError
     if status >= 500:
@@ -170,7 +178,9 @@ def _unusable(reply: _Reply, answer: Answer, usage: Usage) -> ApiError | None:
     return EmptyAnswer(f"no answer text: {why}", code="empty_answer", **billed)
 
 
-def _success(reply: _Reply, body: bytes) -> ChatResult:
+def decode_body(reply: Reply, body: bytes) -> Mapping[str, Any]:
+    """A 2xx body as a JSON object; raises HtmlResponse for a proxy's page and a retryable
+    ResponseError for anything else that is not one (truncated, corrupted, not an object)."""
     try:
         data = json.loads(body)
     except JSON_ERRORS:
@@ -184,6 +194,37 @@ def _success(reply: _Reply, body: bytes) -> ChatResult:
         raise reply.bad("the body is not valid JSON (truncated or corrupted)") from None
     if not isinstance(data, Mapping):
         raise reply.bad("the body is not a JSON object")
+    return data
+
+
+def api_error(reply: Reply, status: int, info: ErrorInfo, *, label: str | None = None,
+              retry_after: float | None = None,
+              cls: type[ApiError] | None = None) -> ApiError:
+    """The typed ApiError of an error answer (`info`: what its body said), classified by
+    `status` and the error's code and type unless `cls` says otherwise; `retry_after`
+    overrides the hint read from the headers and the message."""
+    error = _api_error(reply, status, info, label or f"HTTP {status}")
+    if retry_after is not None:
+        error.retry_after = retry_after
+    if cls is not None and type(error) is not cls:
+        error = cls(error.message, status=error.status, code=error.code,
+                    retry_after=error.retry_after, request_id=error.request_id,
+                    rate_limits=error.rate_limits)
+    return error
+
+
+def answer_result(reply: Reply, answer: Answer, usage: Usage, model: str | None) -> ChatResult:
+    """The ChatResult of a read answer, or the error it is (refusal, content filter, an empty
+    or unfinished answer): every provider's answer is judged by the same rules."""
+    error = _unusable(reply, answer, usage)
+    if error is not None:
+        raise error
+    return ChatResult(answer.text, answer.finish_reason, reply.request_id, model, usage,
+                      reply.rate_limits)
+
+
+def _success(reply: _Reply, body: bytes) -> ChatResult:
+    data = decode_body(reply, body)
     reply = dataclasses.replace(reply, request_id=reply.request_id or _text(data.get("id")))
     if data.get("error"):
         # An error object is the server's word that this is no answer, whatever else is there.
@@ -201,6 +242,18 @@ def _success(reply: _Reply, body: bytes) -> ChatResult:
         raise error
     return ChatResult(answer.text, answer.finish_reason, reply.request_id,
                       _text(data.get("model")), usage, reply.rate_limits)
+
+
+def safe_message(text: str) -> str:
+    """`text` fit for an error row: one line, cut to MAX_MESSAGE_CHARS, key-shaped text masked."""
+    return _safe(text)
+
+
+def error_class(status: int, code: str | None = None, etype: str | None = None
+                ) -> type[ApiError]:
+    """The ApiError subclass an HTTP error status (and its code or type) calls for: the one
+    classification the provider adapters (api/providers/) share."""
+    return _error_class(status, code, etype)
 
 
 def request_id_of(headers: Mapping[str, str]) -> str | None:

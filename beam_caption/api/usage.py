@@ -57,3 +57,32 @@ def parse_usage(obj: Mapping | None) -> Usage:
                  if isinstance(completion_details, Mapping) else 0)
     total = _int(obj.get("total_tokens")) or prompt + completion
     return Usage(prompt, completion, total, cached, reasoning)
+
+
+def parse_anthropic_usage(obj: Mapping | None) -> Usage:
+    """Anthropic Messages usage: `input_tokens` counts only the uncached part of the prompt, so
+    the prompt is input + cache_creation_input_tokens + cache_read_input_tokens, of which the
+    cache reads are `cached_tokens`. Cache writes are counted as plain input (they bill at 1.25x
+    the input price, which the price table does not model)."""
+    if not isinstance(obj, Mapping) or not any(
+            _is_count(obj.get(k)) for k in ("input_tokens", "output_tokens")):
+        return Usage(reported=False)
+    read = _int(obj.get("cache_read_input_tokens"))
+    prompt = _int(obj.get("input_tokens")) + _int(obj.get("cache_creation_input_tokens")) + read
+    completion = _int(obj.get("output_tokens"))
+    return Usage(prompt, completion, prompt + completion, read, 0)
+
+
+def parse_gemini_usage(obj: Mapping | None) -> Usage:
+    """Gemini usageMetadata: thinking (`thoughtsTokenCount`) is billed as output, so it is part
+    of `completion_tokens` and reported as `reasoning_tokens`; `promptTokenCount` includes the
+    context-cache hits (`cachedContentTokenCount`)."""
+    if not isinstance(obj, Mapping) or not any(
+            _is_count(obj.get(k)) for k in ("promptTokenCount", "candidatesTokenCount",
+                                            "totalTokenCount")):
+        return Usage(reported=False)
+    prompt = _int(obj.get("promptTokenCount"))
+    thoughts = _int(obj.get("thoughtsTokenCount"))
+    completion = _int(obj.get("candidatesTokenCount")) + thoughts
+    total = _int(obj.get("totalTokenCount")) or prompt + completion
+    return Usage(prompt, completion, total, _int(obj.get("cachedContentTokenCount")), thoughts)

@@ -1,4 +1,6 @@
-"""OpenAI Batch API client: upload a JSONL file, create, get, cancel and find batches, download.
+"""Batch API client: upload a JSONL file, create, get, cancel and find batches, download; for
+OpenAI's Files + Batch API, and for the providers whose batches carry their requests inline
+(Anthropic's Message Batches, Gemini's Batch API: batch/<provider>_wire.py's shapes).
 
 The request and response shapes are batch/wire.py's plain functions; `BatchClient` is the thin
 blocking adapter that sends them with urllib. Blocking is right here: the launcher and the one-off
@@ -18,13 +20,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from types import ModuleType
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.api.errors import ApiError, ResponseError, Timeout, TransportError
+from beam_caption.api.providers import get_provider
 from beam_caption.api.retry import call_with_retries
 from beam_caption.auth.keys import require_api_key
+from beam_caption.batch.formats import OPENAI, inline_wire
 from beam_caption.batch.wire import (
     BatchInfo,
     check_answer,
@@ -35,6 +40,7 @@ from beam_caption.batch.wire import (
 )
 
 _CHUNK = 1 << 20
+INLINE = "inline:"  # an inline-batch shard's "file id": the shard file's path
 # Pages of GET /v1/batches searched for a batch on a given input file (100 batches a page).
 _FIND_PAGES = 20
 
@@ -50,9 +56,16 @@ class BatchClient:
     def __init__(self, base_url: str, api_key: str | None, *, timeout_s: float = 300.0,
                  max_attempts: int = 5, backoff_cap_s: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random,
+                 headers: dict[str, str] | None = None, wire: ModuleType | None = None,
+                 model: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
+        # The provider's own auth headers (api/providers/); None: OpenAI's bearer key.
+        self._auth = headers
+        # An inline-batch provider's shapes (batch/formats.py); None: OpenAI's Files + Batch.
+        self._wire = wire
+        self._model = model
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
         self._backoff_cap_s = backoff_cap_s
@@ -62,7 +75,12 @@ class BatchClient:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def upload(self, path: str, size: int, filename: str) -> str:
-        """Upload the JSONL file at `path` (any Beam filesystem) with purpose=batch; its file id."""
+        """Upload the JSONL file at `path` (any Beam filesystem) with purpose=batch; its file id.
+
+        An inline-batch provider has no file to upload: the id names the shard file, which
+        create_once reads and sends."""
+        if self._wire is not None:
+            return INLINE + path
         head, tail, ctype = multipart_frame(filename)
 
         def body() -> Iterator[bytes]:
@@ -87,6 +105,8 @@ class BatchClient:
         `not_before` (unix seconds) bounds the search for an existing batch: batches created
         before it cannot be on this file.
         """
+        if self._wire is not None:
+            return self._create_inline(input_file_id, metadata or {})
         existing = self.find_batch(input_file_id, not_before)
         if existing is not None:
             return existing
@@ -106,12 +126,37 @@ class BatchClient:
 
         return self._retrying(create, "creating a batch")
 
+    def _create_inline(self, input_file_id: str, metadata: dict[str, str]) -> BatchInfo:
+        """Create an inline batch of the shard's requests. Neither inline API can find a batch
+        by its input, so an ambiguous failure (timeout, dropped connection, 5xx) is raised at
+        once, not retried: the shard keeps no batch id, and paying twice is worse than a stop
+        (`beam-caption batch status` shows what the provider holds)."""
+        assert self._wire is not None
+        with FileSystems.open(input_file_id.removeprefix(INLINE)) as handle:
+            lines = list(parse_jsonl(handle.read().splitlines()))
+        name = "-".join(["beam-caption", *(metadata[k] for k in sorted(metadata))])
+        path, body = self._wire.create_request(self._model, lines, name)
+        data = json.dumps(body).encode()
+        return self._wire.parse_status(self._retrying(
+            lambda: self._send("POST", path, lambda: [data], {"Content-Type": "application/json"}),
+            "creating a batch", final=_ambiguous))
+
     def get(self, batch_id: str) -> BatchInfo:
-        """GET /v1/batches/{id}."""
+        """GET /v1/batches/{id} (or the inline provider's batch)."""
+        if self._wire is not None:
+            return self._wire.parse_status(self._call("GET", self._wire.batch_path(batch_id)))
         return parse_batch(self._call("GET", f"/batches/{batch_id}"))
 
     def cancel(self, batch_id: str) -> BatchInfo:
         """POST /v1/batches/{id}/cancel; a batch that already ended is returned as it is."""
+        if self._wire is not None:
+            try:
+                self._call("POST", self._wire.cancel_path(batch_id), lambda: [b"{}"],
+                           {"Content-Type": "application/json"}, final=frozenset({400, 409}))
+            except ApiError as exc:
+                if exc.status not in (400, 409):  # 400/409: it ended meanwhile
+                    raise
+            return self.get(batch_id)
         try:
             return parse_batch(self._call("POST", f"/batches/{batch_id}/cancel",
                                           lambda: [b"{}"], {"Content-Type": "application/json"},
@@ -122,7 +167,10 @@ class BatchClient:
             raise
 
     def find_batch(self, input_file_id: str, not_before: int = 0) -> BatchInfo | None:
-        """The newest batch whose input file is `input_file_id`, searching newest first."""
+        """The newest batch whose input file is `input_file_id`, searching newest first
+        (never found on an inline provider's API)."""
+        if self._wire is not None:
+            return None
         after: str | None = None
         for _ in range(_FIND_PAGES):
             query = "?limit=100" + (f"&after={after}" if after else "")
@@ -142,7 +190,11 @@ class BatchClient:
         return None
 
     def download(self, file_id: str) -> list[dict[str, Any]]:
-        """The parsed lines of a result file (output or error file)."""
+        """The parsed lines of a result file (output or error file); for an inline provider,
+        the results of the batch `file_id` names, as OpenAI result lines."""
+        if self._wire is not None:
+            return self._wire.parse_results(self._call("GET", self._wire.results_path(file_id),
+                                                       raw=True))
         raw = self._call("GET", f"/files/{file_id}/content", raw=True)
         return list(parse_jsonl(raw.splitlines()))
 
@@ -166,7 +218,9 @@ class BatchClient:
     def _send(self, method: str, path: str, body: Callable[[], Iterable[bytes]] | None = None,
               headers: dict[str, str] | None = None, *, raw: bool = False) -> Any:
         all_headers = dict(headers or {})
-        if self._key:
+        if self._auth is not None:
+            all_headers.update(self._auth)
+        elif self._key:
             all_headers["Authorization"] = f"Bearer {self._key}"
         data: Any = None
         if body is not None:
@@ -191,10 +245,16 @@ class BatchClient:
 
 def open_client(base_url: str, api_key_env: str = "OPENAI_API_KEY",
                 api_key_file: str | None = None, api_key_secret: str | None = None,
+                provider: str = "openai", model: str | None = None,
                 **kwargs: Any) -> BatchClient:
-    """A BatchClient with the key found as the realtime workers find it (auth/keys.py).
+    """A batch client for `provider` (OpenAI's BatchClient, or batch/inline.py's for a
+    provider whose batches carry their requests inline, for `model`), with the key found as
+    the realtime workers find it (auth/keys.py).
 
     A remote endpoint without a key is a ConfigError naming where the key was looked for.
     """
-    return BatchClient(base_url, require_api_key(base_url, api_key_env, api_key_file,
-                                                 api_key_secret), **kwargs)
+    key = require_api_key(base_url, api_key_env, api_key_file, api_key_secret)
+    if provider == OPENAI:
+        return BatchClient(base_url, key, **kwargs)
+    return BatchClient(base_url, key, headers=get_provider(provider).auth_headers(key),
+                       wire=inline_wire(provider), model=model or "", **kwargs)

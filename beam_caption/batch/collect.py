@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -40,6 +40,7 @@ from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
 from beam_caption.pipeline.summary import SummaryFn, summary_document, write_summary
 
 _LOG = logging.getLogger(__name__)
+Parser = Callable[..., ChatResult]
 # Why a request has no answer, by the batch's final status (a result line's own code wins).
 _MISSING_CODES = {"expired": "batch_expired", "cancelled": "batch_cancelled"}
 _LINE_CODES = frozenset({"batch_expired", "batch_cancelled"})
@@ -49,8 +50,9 @@ def _batch_cost(config: CaptionConfig, usage: Any) -> float | None:
     return cost_usd(config.price, usage, batch=True)
 
 
-def _parse_line(line: dict[str, Any] | None, status: str,
-                batch_errors: Iterable[str]) -> ChatResult | tuple[str, str, ApiError | None]:
+def _parse_line(line: dict[str, Any] | None, status: str, batch_errors: Iterable[str],
+                parse: Parser = parse_response
+                ) -> ChatResult | tuple[str, str, ApiError | None]:
     """A result line -> the answer, or (code, message, the ApiError if there was a response)."""
     if line is None:
         code = _MISSING_CODES.get(status, "batch_failed")
@@ -67,7 +69,7 @@ def _parse_line(line: dict[str, Any] | None, status: str,
     body = json.dumps(response.get("body")).encode()
     status_code = response.get("status_code")
     try:
-        return parse_response(status_code if isinstance(status_code, int) else 500, headers, body)
+        return parse(status_code if isinstance(status_code, int) else 500, headers, body)
     except ApiError as exc:
         return exc.row_code, exc.message, exc
 
@@ -94,8 +96,9 @@ def shard_rows(config: CaptionConfig, metas: list[dict[str, Any]],
     captions: list[dict] = []
     errors: list[dict] = []
     batch_errors = tuple(batch_errors)
+    parse = config.endpoint.adapter.parse_response  # each provider's answers, its own parser
     for key, group in by_key.items():
-        parsed = _parse_line(results.get(key), status, batch_errors)
+        parsed = _parse_line(results.get(key), status, batch_errors, parse)
         payer = group[0]["uri"]
         for i, meta in enumerate(group):
             row = (_caption(config, key, meta, parsed, payer=None if i == 0 else payer)

@@ -63,7 +63,8 @@ class RunRecord:
 
     run_id: str
     created_at: str
-    endpoint: dict[str, Any]  # base_url, api_key_env, api_key_file, api_key_secret (never a key)
+    # base_url, api_key_env, api_key_file, api_key_secret, provider (never a key)
+    endpoint: dict[str, Any]
     info: dict[str, Any]  # RunInfo.as_dict(): model, prompt, base_url, max_side, max_cost_usd
     price: dict[str, Any] | None = None  # the ModelPrice the rows are billed at (batch discount)
     structured: dict[str, Any] | None = None  # the --schema spec answers are parsed with
@@ -78,7 +79,8 @@ class RunRecord:
         return cls(run_id=caption.run_id, created_at=utc_now().isoformat(),
                    endpoint={"base_url": endpoint.base_url, "api_key_env": endpoint.api_key_env,
                              "api_key_file": endpoint.api_key_file,
-                             "api_key_secret": endpoint.api_key_secret},
+                             "api_key_secret": endpoint.api_key_secret,
+                             "provider": endpoint.provider},
                    info=caption.run_info().as_dict(),
                    price=dataclasses.asdict(caption.price) if caption.price else None,
                    structured=(dataclasses.asdict(caption.structured) if caption.structured
@@ -89,7 +91,8 @@ class RunRecord:
         """The CaptionConfig the row builders need, rebuilt on any machine from the record."""
         return CaptionConfig(
             request=RequestSettings(model=self.info["model"], prompt=self.info.get("prompt") or ""),
-            endpoint=EndpointConfig(base_url=self.endpoint["base_url"]),
+            endpoint=EndpointConfig(base_url=self.endpoint["base_url"],
+                                    provider=self.endpoint.get("provider", "openai")),
             price=ModelPrice(**self.price) if self.price else None, run_id=self.run_id,
             structured=StructuredSpec(**self.structured) if self.structured else None)
 

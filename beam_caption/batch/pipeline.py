@@ -80,11 +80,17 @@ def submit_pending(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
     return created
 
 
+def provider_args(run: bs.RunRecord) -> dict[str, Any]:
+    """open_client's provider arguments for `run` (none for OpenAI, the ledger's default)."""
+    provider = run.endpoint.get("provider", "openai")
+    return {} if provider == "openai" else {"provider": provider, "model": run.info["model"]}
+
+
 def _submit_all(shards: list[ShardInfo], output: str, template: bs.RunRecord) -> str:
     ledger, run = record_run(output, template, shards)
     endpoint = run.endpoint
     client = open_client(endpoint["base_url"], endpoint["api_key_env"], endpoint["api_key_file"],
-                         endpoint["api_key_secret"])
+                         endpoint["api_key_secret"], **provider_args(run))
     submit_pending(output, ledger, run, client)
     return run.run_id
 

@@ -23,9 +23,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_caption.api.request import build_request
 from beam_caption.batch import ledger as bs
-from beam_caption.batch.wire import ENDPOINT
+from beam_caption.batch.formats import request_line
 from beam_caption.config import BatchConfig, CaptionConfig
 from beam_caption.inputs.images import PreparedImage
 from beam_caption.layout import BATCH_DIR
@@ -67,19 +66,20 @@ class ShardInfo:
 
 
 def batch_item(config: CaptionConfig, image: PreparedImage) -> BatchItem:
-    """The Batch API line for one prepared image; custom_id is the request_key."""
-    prompt = config.prompt_for(image.prompt)
-    key = config.request_key(image.image_id, image.prompt)
-    body = build_request(config.request, image.jpeg, prompt)
-    line = json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body},
-                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The batch line for one prepared image, in its provider's format; its custom_id (or
+    Gemini's metadata key) is the request_key."""
+    built = config.image_request(image)  # a video: its keyframes, one request
+    key = built.key
+    endpoint = config.endpoint
+    body = endpoint.adapter.build_request(config.request, built.images, built.prompt)
+    line = json.dumps(request_line(endpoint.provider, key, body), separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
     meta = {"request_key": key, "uri": image.uri, "image_id": image.image_id,
             "source_id": image.source_id, "width": image.width, "height": image.height,
             "sent_width": image.sent_width, "sent_height": image.sent_height,
             "bytes": image.bytes,
             "source_key": config.source_key(image.uri, image.version, image.prompt),
-            "estimated_prompt_tokens": config.estimated_prompt_tokens(
-                (image.sent_width, image.sent_height), image.prompt)}
+            "estimated_prompt_tokens": built.estimated_prompt_tokens}
     return BatchItem(key, line, meta)
 
 

@@ -17,7 +17,7 @@ from beam_caption.auth.gcloud import settle_gcs_credentials
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, open_client
 from beam_caption.batch.collect import collect_run, note_status
-from beam_caption.batch.pipeline import submit_pending
+from beam_caption.batch.pipeline import provider_args, submit_pending
 from beam_caption.batch.wire import TERMINAL
 from beam_caption.config import RunConfig
 from beam_caption.errors import BeamCaptionError, ConfigError, RunAborted
@@ -90,9 +90,11 @@ class Clients:
         where.update(self._overrides)
         key = (where["base_url"], where["api_key_env"], where.get("api_key_file"),
                where.get("api_key_secret"))
-        if key not in self._made:
-            self._made[key] = self._factory(*key)
-        return self._made[key]
+        extra = provider_args(run)
+        made = (*key, *sorted(extra.items()))
+        if made not in self._made:
+            self._made[made] = self._factory(*key, **extra)
+        return self._made[made]
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:

@@ -107,8 +107,10 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 def _announce(config: SimulatorConfig, port: int) -> None:
     """Print the base URL to point clients at; warn when other machines can reach it."""
-    print(f"beam-caption simulator listening on {SimulatorHandle(config.host, port).base_url} "
-          "(captions are synthetic; Ctrl-C stops)", flush=True)
+    handle = SimulatorHandle(config.host, port)
+    print(f"beam-caption simulator listening on {handle.base_url} (captions are synthetic; "
+          f"Ctrl-C stops); --provider anthropic or gemini: --base-url {handle.root_url}",
+          flush=True)
     if not is_loopback_host(config.host):
         log.warning("listening on %s: other machines can reach this simulator", config.host)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from beam_caption.api.usage import Usage
+from beam_caption.cost.tokens import IMAGE_RULES
 from beam_caption.errors import ConfigError
 
 
@@ -27,6 +28,9 @@ class ModelPrice:
     batch_discount: float = 0.5
     image_tokens: dict[str, Any] = field(default_factory=dict)
     reasoning: bool = False
+    # Whose API serves the model natively (openai, anthropic, gemini): what `estimate` groups
+    # its cheapest-per-provider comparison by.
+    provider: str = "openai"
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
                  batch: bool = False) -> float:
@@ -70,10 +74,12 @@ def _parse_entry(model: str, entry: dict[str, Any], origin: str) -> ModelPrice:
         raise ConfigError(f"{origin}: model {model!r} has a negative price or a batch_discount "
                           "outside 0..1")
     rule = entry.get("image_tokens") or {}
-    if rule and rule.get("rule") not in ("patch", "tile"):
-        raise ConfigError(f"{origin}: model {model!r} image_tokens.rule must be 'patch' or 'tile'")
+    if rule and rule.get("rule") not in IMAGE_RULES:
+        raise ConfigError(f"{origin}: model {model!r} image_tokens.rule must be one of "
+                          f"{', '.join(IMAGE_RULES)}")
     return ModelPrice(model=model, batch_discount=discount, image_tokens=dict(rule),
-                      reasoning=bool(entry.get("reasoning", False)), **values)
+                      reasoning=bool(entry.get("reasoning", False)),
+                      provider=str(entry.get("provider", "openai")), **values)
 
 
 def _read_table(text: str, origin: str) -> dict[str, ModelPrice]:
@@ -109,6 +115,11 @@ def load_prices(overrides: str | None = None) -> dict[str, ModelPrice]:
 # (openai/, azure/, azure_ai/, litellm_proxy/), OpenRouter's vendor (openai/), and LiteLLM's
 # route to OpenRouter (openrouter/openai/...). Any other prefix names another vendor's model.
 PROVIDER_PREFIXES = frozenset({"openai", "azure", "azure_ai", "openrouter", "litellm_proxy"})
+# The same routes to Anthropic's and Google's models (LiteLLM's anthropic/ and gemini/,
+# OpenRouter's anthropic/ and google/, the Gemini API's own models/ resource prefix): stripped
+# only when the model found belongs to that vendor, so `anthropic/gpt-4o` stays unpriced.
+VENDOR_PREFIXES = {"anthropic": "anthropic", "gemini": "gemini", "google": "gemini",
+                   "models": "gemini"}
 # A dated snapshot's suffix: -2026-03-17 (OpenAI) or -20260317, a real month and day.
 _SNAPSHOT = re.compile(r"-20\d\d(?:-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
                        r"|(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))$")
@@ -135,7 +146,13 @@ def find_price(prices: Mapping[str, ModelPrice], model: str) -> ModelPrice | Non
         return prices[model]
     by_key = {model_key(name): price for name, price in prices.items()}
     key = model_key(model)
-    return by_key.get(key) or by_key.get(_SNAPSHOT.sub("", key))
+    vendor = VENDOR_PREFIXES.get(key.split("/", 1)[0]) if "/" in key else None
+    if vendor is not None:
+        key = key.split("/", 1)[1]
+    price = by_key.get(key) or by_key.get(_SNAPSHOT.sub("", key))
+    if price is not None and vendor is not None and price.provider != vendor:
+        return None
+    return price
 
 
 def lookup_price(prices: Mapping[str, ModelPrice], model: str, *,

@@ -10,6 +10,16 @@ Image rules (OpenAI vision guide):
 - tile models (gpt-4o, gpt-4.1, gpt-5): detail "low" costs the base; "high" first fits the image in
   2048x2048, then scales the shortest side down to 768, and adds tile tokens per 512 px tile.
   "auto" is estimated as "high" (the conservative choice: the API decides per image).
+- area models (Anthropic's Claude, vision guide): an image whose long side exceeds 1,568 px or
+  whose area exceeds about 1.15 megapixels is first downscaled (aspect kept) until it fits; then
+  it costs about width x height / 750 tokens.
+- gemini_tile models (Gemini API, "Understand and count tokens",
+  https://ai.google.dev/gemini-api/docs/tokens): an image with both sides at most 384 px costs
+  258 tokens; a larger one is scaled and cropped into 768x768 tiles of 258 tokens each, counted
+  here as ceil(w / 768) x ceil(h / 768). `media_resolution`
+  (https://ai.google.dev/gemini-api/docs/media-resolution) can cap the tokens per image; the
+  requests beam-caption sends leave it at the model's default, which is this rule. A price-table
+  entry may set `per_image` to a fixed count instead (the Gemini 3 media-resolution budgets).
 """
 
 from __future__ import annotations
@@ -77,9 +87,66 @@ def tile_count(width: int, height: int) -> int:
     return math.ceil(w / 512) * math.ceil(h / 512)
 
 
+# Anthropic's downscale thresholds and its tokens-per-pixel rule (vision guide).
+AREA_MAX_LONG_SIDE = 1568
+AREA_MAX_PIXELS = 1_150_000
+AREA_PX_PER_TOKEN = 750
+# Gemini: images with both sides up to SMALL_PX cost one tile; larger ones TILE_PX tiles.
+GEMINI_SMALL_PX = 384
+GEMINI_TILE_PX = 768
+GEMINI_TILE_TOKENS = 258
+IMAGE_RULES = ("patch", "tile", "area", "gemini_tile")
+
+
+def area_size(width: int, height: int, max_long_side: int = AREA_MAX_LONG_SIDE,
+              max_pixels: int = AREA_MAX_PIXELS) -> tuple[int, int]:
+    """The size an area-rule provider (Anthropic) resizes an image to before counting it.
+
+    >>> area_size(4032, 3024)
+    (1238, 928)
+    >>> area_size(800, 600)
+    (800, 600)
+    """
+    _check_size(width, height)
+    scale = min(1.0, max_long_side / max(width, height),
+                math.sqrt(max_pixels / (width * height)))
+    if scale >= 1.0:
+        return width, height
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+
+
+def area_tokens(width: int, height: int, rule: Mapping[str, Any] | None = None) -> int:
+    """Tokens of one image under the area rule: ceil(w x h / 750) after the downscale."""
+    rule = rule or {}
+    w, h = area_size(width, height, int(rule.get("max_long_side", AREA_MAX_LONG_SIDE)),
+                     int(rule.get("max_pixels", AREA_MAX_PIXELS)))
+    return math.ceil(w * h / float(rule.get("px_per_token", AREA_PX_PER_TOKEN)))
+
+
+def gemini_tiles(width: int, height: int, small_px: int = GEMINI_SMALL_PX,
+                 tile_px: int = GEMINI_TILE_PX) -> int:
+    """Tiles one image costs under the gemini_tile rule (1 for a small image).
+
+    >>> gemini_tiles(384, 300), gemini_tiles(512, 384), gemini_tiles(1600, 1200)
+    (1, 1, 6)
+    """
+    _check_size(width, height)
+    if width <= small_px and height <= small_px:
+        return 1
+    return math.ceil(width / tile_px) * math.ceil(height / tile_px)
+
+
 def image_tokens(rule: Mapping[str, Any], width: int, height: int, detail: str = "auto") -> int:
     """Prompt tokens one image costs under `rule` (a price-table `image_tokens` entry)."""
     kind = rule.get("rule")
+    if kind == "area":
+        return area_tokens(width, height, rule)
+    if kind == "gemini_tile":
+        if rule.get("per_image"):
+            return int(rule["per_image"])
+        tiles = gemini_tiles(width, height, int(rule.get("small_px", GEMINI_SMALL_PX)),
+                             int(rule.get("tile_px", GEMINI_TILE_PX)))
+        return tiles * int(rule.get("tile", GEMINI_TILE_TOKENS))
     if kind == "patch":
         patches = patch_count(width, height, int(rule.get("patch_px", DEFAULT_PATCH_PX)),
                               int(rule.get("budget", DEFAULT_PATCH_BUDGET)))
@@ -89,7 +156,7 @@ def image_tokens(rule: Mapping[str, Any], width: int, height: int, detail: str =
         if detail == "low":
             return base
         return base + int(rule["tile"]) * tile_count(width, height)
-    raise ValueError(f"unknown image token rule {kind!r} (expected 'patch' or 'tile')")
+    raise ValueError(f"unknown image token rule {kind!r} (expected one of {IMAGE_RULES})")
 
 
 def _check_size(width: int, height: int) -> None:

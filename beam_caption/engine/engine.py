@@ -23,7 +23,7 @@ from typing import TypeVar
 import aiohttp
 
 from beam_caption.api.errors import ApiError, QuotaExceeded, RateLimited
-from beam_caption.api.response import ChatResult, parse_response
+from beam_caption.api.response import ChatResult
 from beam_caption.api.retry import backoff_delay, is_retryable
 from beam_caption.cost.pricing import cost_usd, format_usd
 from beam_caption.engine import metrics as m
@@ -45,7 +45,8 @@ class _NotSent(Exception):
 
 
 class AsyncEngine:
-    """Sends chat-completion requests for one worker process within its share of the limits."""
+    """Sends one provider's requests (api/providers/) for one worker process within its share
+    of the limits."""
 
     def __init__(self, endpoint: EndpointConfig, limits: LimitsConfig, loop_thread: LoopThread,
                  api_key: str | None) -> None:
@@ -55,6 +56,7 @@ class AsyncEngine:
         self.pacer = Pacer(limits)
         self.global_limit = GlobalLimit(limits, self.metrics) if limits.rate_limiter else None
         self.transport = Transport(endpoint, limits.max_window, api_key)
+        self._parse = endpoint.adapter.parse_response  # the provider's sans-I/O parser
         self._loop_thread = loop_thread
         self._rng = random.Random()
 
@@ -181,9 +183,10 @@ class AsyncEngine:
             try:
                 async with run.in_flight():
                     self.metrics.inc(m.REQUESTS)
-                    status, headers, payload, latency_ms = await self.transport.post(job.body)
+                    status, headers, payload, latency_ms = await self.transport.post(job.body,
+                                                                                      job.url)
                 try:
-                    result = parse_response(status, headers, payload)
+                    result = self._parse(status, headers, payload)
                 except ApiError as exc:
                     billed = cost_usd(job.price, exc.usage)
                     self._on_api_error(exc)

@@ -26,6 +26,7 @@ class CaptionJob:
     price: ModelPrice | None
     run: RunState
     dedupe: bool = True
+    url: str | None = None  # where the body goes (None: the endpoint's chat-completions URL)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from beam_caption.api.providers import DEFAULT_PROVIDER, get_provider
+from beam_caption.api.providers.base import Provider
 from beam_caption.engine.window import AUTO_MAX, AUTO_START
 from beam_caption.errors import ConfigError
 
@@ -24,11 +26,22 @@ class EndpointConfig:
     api_key_secret: str | None = None
     request_timeout_s: float = 120.0
     connect_timeout_s: float = 10.0
+    # Which API base_url speaks (api/providers/): how requests are built, sent and read.
+    provider: str = DEFAULT_PROVIDER
 
     @property
     def chat_completions_url(self) -> str:
         """The chat completions endpoint under base_url."""
         return self.base_url.rstrip("/") + "/chat/completions"
+
+    @property
+    def adapter(self) -> Provider:
+        """The provider adapter this endpoint speaks."""
+        return get_provider(self.provider)
+
+    def request_url(self, model: str) -> str:
+        """The realtime endpoint for `model` under base_url (Gemini's path names the model)."""
+        return self.base_url.rstrip("/") + self.adapter.request_path(model)
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,8 @@ class Transport:
     async def open(self) -> None:
         """Create the session (on the engine's loop)."""
         connector = aiohttp.TCPConnector(limit=self._pool, limit_per_host=0, ttl_dns_cache=300)
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+        headers = {"Content-Type": "application/json",
+                   **self.endpoint.adapter.auth_headers(self._api_key)}
         self._session = aiohttp.ClientSession(connector=connector, headers=headers)
 
     async def close(self) -> None:
@@ -38,8 +37,10 @@ class Transport:
         if session is not None:
             await session.close()
 
-    async def post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes, float]:
-        """POST `body` to the chat-completions URL; (status, headers, body, latency in ms).
+    async def post(self, body: bytes, url: str | None = None
+                   ) -> tuple[int, Mapping[str, str], bytes, float]:
+        """POST `body` to `url` (default: the chat-completions URL); (status, headers, body,
+        latency in ms).
 
         The whole response is read inside `async with`, under a total and a connect timeout.
         Raises aiohttp's and asyncio's exceptions (see as_api_error).
@@ -49,7 +50,7 @@ class Transport:
         timeout = aiohttp.ClientTimeout(total=self.endpoint.request_timeout_s,
                                         sock_connect=self.endpoint.connect_timeout_s)
         started = time.monotonic()
-        async with self._session.post(self.endpoint.chat_completions_url, data=body,
+        async with self._session.post(url or self.endpoint.chat_completions_url, data=body,
                                       timeout=timeout) as response:
             payload = await response.read()
             status, headers = response.status, response.headers

@@ -6,7 +6,7 @@ produces; no I/O. cli/estimate.py prints the bill document this builds (format_b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,8 @@ def cost_line(tally: Tally, scale: float, model: str, price: ModelPrice | None, 
     prompt = tally.prompt_tokens.get((rule_key(rule), max_side), 0) * scale
     text = tally.text_tokens * scale
     line: dict[str, Any] = {
-        "model": model, "max_side": max_side, "images": round(images),
+        "model": model, "provider": price.provider if price else None, "max_side": max_side,
+        "images": round(images),
         "input_tokens": round(prompt), "text_tokens": round(text),
         "image_tokens": round(prompt - text),
         "input_tokens_per_image": round(prompt / images, 1) if images else None,
@@ -108,11 +109,18 @@ def bill_document(tally_dict: Mapping[str, Any], prices: Mapping[str, ModelPrice
                     for name, ln in {**every_model, bill.model: chosen}.items()}
         compare = tuple(default_compare_models(per_1000, bill.model))
     models = [chosen, *(every_model[name] for name in compare if name != bill.model)]
+    by_provider = cheapest_by_provider(every_model.values())
     sides = sorted({*COMPARE_SIDES, bill.max_side}, key=lambda s: (s == 0, s))
     sample = tally_dict.get("sample")
     return {
         "model": bill.model, "max_side": bill.max_side, "priced": price is not None,
         "files": files_total, "images": chosen["images"],
+        "videos": round(tally.videos * scale), "video_frames": round(tally.video_frames * scale),
+        "skipped": dict(sorted(tally_dict.get("skipped", {}).items())),
+        # --near-dedupe: requests it may save, from 0 (no burst looks alike) to this (every
+        # photo taken seconds after another by the same camera does); not scaled by a sample.
+        "near_duplicates": ({"min": 0, "max": tally_dict["near_duplicates_max"]}
+                            if "near_duplicates_max" in tally_dict else None),
         "unreadable": round(files_total - tally.images * scale),
         "unreadable_by_code": dict(tally.unreadable),
         "unreadable_examples": [{"uri": u, "code": c} for u, c in tally.examples],
@@ -121,9 +129,23 @@ def bill_document(tally_dict: Mapping[str, Any], prices: Mapping[str, ModelPrice
         "expected_output_tokens": expected, "max_output_tokens": bill.max_output_tokens,
         "chosen": chosen,
         "by_model": sorted(models, key=_by_cost),
+        "by_provider": by_provider,
         "by_max_side": [line(bill.model, price, side) for side in sides],
         "warnings": _warnings(bill, price, tally),
     }
+
+
+def cheapest_by_provider(lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The cheapest priced model of each provider (openai, anthropic, gemini, ...) for these
+    images, cheapest first: the one table that compares the providers with each other."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for line in lines:
+        provider = line.get("provider")
+        if provider is None or line["realtime_usd"] is None:
+            continue
+        if provider not in best or _by_cost(line) < _by_cost(best[provider]):
+            best[provider] = line
+    return sorted((dict(line) for line in best.values()), key=_by_cost)
 
 
 def _by_cost(line: Mapping[str, Any]) -> tuple[bool, float, str]:

@@ -1,7 +1,8 @@
 """The aiohttp application: routes, the middleware every request passes, and /_sim/ control.
 
-The middleware checks the bearer key on /v1/*, turns SimError (and aiohttp's own 404/405/413) into
-the OpenAI error shape, stamps x-request-id and the six x-ratelimit-* headers on every response,
+The middleware checks the key on /v1/* and /v1beta/* (bearer, x-api-key or x-goog-api-key, by
+dialect: dialects.py), turns SimError (and aiohttp's own 404/405/413) into the error shape of the
+request's dialect, stamps the dialect's request-id and rate-limit headers on every response,
 and counts and logs each request. /_sim/stats, /_sim/reset and /_sim/config are the test
 harness's side door: no key needed, but only loopback clients may use it.
 """
@@ -11,14 +12,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from beam_caption.errors import ConfigError
 from beam_caption.loopback import is_loopback_host
-from beam_caption.simulator import batch, files
+from beam_caption.simulator import (
+    batch,
+    dialects,
+    files,
+    gemini,
+    gemini_batch,
+    messages,
+    messages_batch,
+)
 from beam_caption.simulator.apierror import SimError, bad_request, unauthorized
 from beam_caption.simulator.chat import RECORD, RequestRecord, chat_completions
 from beam_caption.simulator.settings import SimulatorConfig
@@ -47,6 +55,12 @@ def _check_auth(request: web.Request, key: str | None) -> None:
                            "https://platform.openai.com/account/api-keys.")
 
 
+def _rendered(path: str, error: SimError) -> tuple[dict, int, dict[str, str]]:
+    """(body, status, headers) of an error, in the dialect of `path`."""
+    status, body, headers = dialects.render_error(path, error)
+    return body, status, headers
+
+
 def _from_http(request: web.Request, exc: web.HTTPException) -> SimError:
     if exc.status == 413:
         return SimError(413, "Request too large: the simulator accepts request bodies up to "
@@ -65,7 +79,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     arrived = time.time()
     record = request[RECORD] = RequestRecord()
     try:
-        if request.path.startswith("/v1/"):
+        if dialects.dialect(request.path) != dialects.OPENAI:
+            dialects.check_key(request, state.config.api_key)
+        elif request.path.startswith("/v1/"):
             _check_auth(request, state.config.api_key)
         elif request.path.startswith("/_sim/") and not is_loopback_host(request.remote or ""):
             # The control door needs no key, so it only opens to this machine.
@@ -74,7 +90,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except (SimError, web.HTTPException) as exc:
         error = exc if isinstance(exc, SimError) else _from_http(request, exc)
         record.outcome = error.outcome
-        response = json_response(error.body(), error.status, error.headers)
+        response = json_response(*_rendered(request.path, error))
     except asyncio.CancelledError:
         # The client hung up before the answer (e.g. its timeout fired): nothing is billed.
         if record.outcome == "ok":
@@ -82,9 +98,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         _account(state, request, record, None, started, arrived)
         raise
     headers = response.headers
-    headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
-    headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
-    headers.update(state.limiter.headers(time.monotonic()))
+    headers.update(dialects.request_id_header(request.path))
+    if dialects.dialect(request.path) == dialects.OPENAI:
+        headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
+    headers.update(dialects.limit_headers(request.path, state.limiter, time.monotonic(),
+                                          time.time()))
     dropped = record.outcome in ("timeout", "disconnect")
     _account(state, request, record, None if dropped else response.status, started,
              arrived)
@@ -93,9 +111,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 
 def _account(state: SimState, request: web.Request, record: RequestRecord,
              status: int | None, started: float, arrived: float) -> None:
-    if request.path == CHAT_PATH:
+    if dialects.is_realtime(request.path):
         state.ledger.count(record.outcome)
-    if request.path.startswith("/v1/"):
+    if dialects.is_api(request.path):
         state.log.write(request.path, status if status is not None else 0, record.outcome,
                         record.model, record.body, record.usage,
                         (time.perf_counter() - started) * 1000, arrived)
@@ -142,6 +160,17 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app[files.FILES] = files.FileStore()
     app[batch.BATCHES] = batch.BatchStore()
     app.router.add_post(CHAT_PATH, chat_completions)
+    app.router.add_post(dialects.MESSAGES_PATH, messages.create_message)
+    app.router.add_post("/v1beta/models/{model}:generateContent", gemini.generate_content)
+    app[messages_batch.MESSAGE_BATCHES] = messages_batch.MessageBatchStore()
+    app[gemini_batch.GEMINI_BATCHES] = gemini_batch.GeminiBatchStore()
+    app.router.add_post("/v1/messages/batches", messages_batch.create)
+    app.router.add_get("/v1/messages/batches/{batch_id}", messages_batch.retrieve)
+    app.router.add_post("/v1/messages/batches/{batch_id}/cancel", messages_batch.cancel)
+    app.router.add_get("/v1/messages/batches/{batch_id}/results", messages_batch.results)
+    app.router.add_post("/v1beta/models/{model}:batchGenerateContent", gemini_batch.create)
+    app.router.add_get("/v1beta/batches/{id}", gemini_batch.retrieve)
+    app.router.add_post("/v1beta/batches/{id}:cancel", gemini_batch.cancel)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/files", files.upload)
     app.router.add_get("/v1/files/{file_id}", files.retrieve)
@@ -158,7 +187,9 @@ def build_app(config: SimulatorConfig) -> web.Application:
 
 
 async def _cleanup(app: web.Application) -> None:
-    for job in app[batch.BATCHES].values():
-        if job.task is not None:
-            job.task.cancel()
+    for store in (app[batch.BATCHES], app[messages_batch.MESSAGE_BATCHES],
+                  app[gemini_batch.GEMINI_BATCHES]):
+        for job in store.values():
+            if job.task is not None:
+                job.task.cancel()
     await app[STATE].close()

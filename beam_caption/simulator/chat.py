@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from beam_caption.simulator.apierror import SimError
 from beam_caption.simulator.completion import Completion, compute
 from beam_caption.simulator.ratelimit import rate_limited
 from beam_caption.simulator.state import STATE, SimState
+from beam_caption.simulator.usage import usage_body
 from beam_caption.simulator.wire import dumps, read_json
 
 
@@ -32,6 +34,7 @@ class RequestRecord:
 
 
 RECORD = web.RequestKey("sim_record", RequestRecord)
+Render = Callable[[Completion, str | None], dict[str, Any]]
 
 # The immediate error faults: outcome, status, error type, code and message.
 _ERROR_FAULTS = {
@@ -54,6 +57,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if isinstance(record.body, dict) and isinstance(record.body.get("model"), str):
         record.model = record.body["model"]
     done = await compute(state, record.body)
+    return await serve(request, done, lambda d, reason: d.body(reason))
+
+
+async def serve(request: web.Request, done: Completion, render: Render) -> web.StreamResponse:
+    """Limits, faults, latency and the answer of a computed completion, whichever dialect:
+    `render(done, finish_reason)` shapes the body (finish_reason "content_filter" when the
+    fault draw withholds the answer, else None)."""
+    state = request.app[STATE]
+    record = request[RECORD]
     state.limiter.admit(time.monotonic(), _tpm_cost(done), done.request.model)
     fault = state.draw_fault()
     _raise_error_fault(state, fault, done.request.model)
@@ -63,15 +75,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if fault == "timeout":
             await _hang(request, state.config.hang_seconds)
         return _drop(request)
-    body = done.body("content_filter" if fault == "content_filter" else None)
+    filtered = fault == "content_filter"
+    body = render(done, "content_filter" if filtered else None)
     payload = dumps(body)
     if fault == "broken_json":
         record.outcome = "broken_json"
         # A 200 whose JSON stops half-way (Content-Length matches, so only parsing fails).
         return web.Response(body=payload[: len(payload) // 2], content_type="application/json")
-    record.outcome = "content_filter" if fault == "content_filter" else "ok"
-    record.usage = body["usage"]
-    state.ledger.bill(done.request.model, body["usage"], done.image_hashes)
+    record.outcome = "content_filter" if filtered else "ok"
+    # The ledger bills in chat-completions terms whatever the dialect; a withheld answer
+    # bills its prompt only.
+    record.usage = usage_body(done.prompt_tokens, 0) if filtered else done.usage()
+    state.ledger.bill(done.request.model, record.usage, done.image_hashes)
     return web.Response(body=payload, content_type="application/json")
 
 

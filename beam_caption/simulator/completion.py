@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from beam_caption.cost import tokens
 from beam_caption.loopback import is_loopback_host
 from beam_caption.simulator.apierror import bad_request
 from beam_caption.simulator.image_parts import MAX_IMAGE_BYTES, ImageFacts, analyse, decode_data_url
@@ -44,6 +45,11 @@ class Completion:
     def image_hashes(self) -> list[str]:
         """sha256 of each image, as received."""
         return [f.sha256 for f in self.images]
+
+    @property
+    def text_tokens(self) -> int:
+        """The text part of the prompt tokens (texts and message overhead)."""
+        return tokens.messages_text_tokens(list(self.request.texts), self.request.n_messages)
 
     def usage(self) -> dict[str, Any]:
         """The usage object of the response."""
@@ -75,7 +81,12 @@ async def compute(state: SimState, body: Any) -> Completion:
     """Validate `body` and compute its completion; raises SimError as the API would answer."""
     model = body.get("model") if isinstance(body, dict) else None
     reasoning = state.is_reasoning(model) if isinstance(model, str) else False
-    request = parse_chat_request(body, state.models, reasoning)
+    return await complete(state, parse_chat_request(body, state.models, reasoning))
+
+
+async def complete(state: SimState, request: ChatRequest) -> Completion:
+    """The completion of a validated request, whichever wire format it came in (the Messages
+    and generateContent endpoints validate into the same ChatRequest)."""
     facts = [await load_image(state, part) for part in request.images]
     price = state.prices.get(request.model)
     rule = price.image_tokens if price and price.image_tokens else None

@@ -74,9 +74,11 @@ class Ledger:
 
 
 def redact(value: Any) -> Any:
-    """A copy of a request body with every data URL's payload cut to 32 chars + '...'."""
+    """A copy of a request body with every data URL's payload cut to 32 chars + '...' (and the
+    base64 `data` of Anthropic's image sources and Gemini's inline_data alike)."""
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        return {k: (v[:32] + "..." if k == "data" and isinstance(v, str) and len(v) > 32
+                    else redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, str) and value.startswith("data:"):
