@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed
 export NO_GCE_CHECK := true
 export PYTHONUNBUFFERED := 1
 DEMO_OUT ?= out/demo
+CAMERA_ROLL ?= out/camera-roll
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint demo bench bench-full simulate clean browser
+.PHONY: help install test test-fast lint demo camera-roll-demo bench bench-full simulate clean browser
 
 help: ## List the targets with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -37,6 +38,14 @@ demo: $(STAMP) ## Caption the bundled sample photos against the local simulator 
 	$(VENV)/bin/beam-caption run --simulate --input 'samples/*.jpg' --output $(DEMO_OUT) --overwrite
 	$(VENV)/bin/beam-caption report $(DEMO_OUT) --html $(DEMO_OUT)/report.html
 
+camera-roll-demo: $(STAMP) ## Generate a ~230-file phone library (HEIC, Live Photos, bursts, videos, sidecars), then estimate, run and report it against the simulator
+	rm -rf $(CAMERA_ROLL)/library
+	$(PY) -m tests.fixtures.camera_roll $(CAMERA_ROLL)/library
+	$(VENV)/bin/beam-caption estimate --input $(CAMERA_ROLL)/library --near-dedupe
+	$(VENV)/bin/beam-caption run --simulate --input $(CAMERA_ROLL)/library \
+	  --output $(CAMERA_ROLL)/captions --overwrite --near-dedupe --context exif
+	$(VENV)/bin/beam-caption report $(CAMERA_ROLL)/captions --html $(CAMERA_ROLL)/captions/report.html
+
 # The gallery's browser test renders the page in headless Chromium (Debian's package). Where it
 # cannot be installed (not root, no apt), the test skips and says why instead of failing the run.
 browser: ## Install headless Chromium for the HTML gallery test, if missing
@@ -50,7 +59,7 @@ browser: ## Install headless Chromium for the HTML gallery test, if missing
 simulate: $(STAMP) ## Start the local OpenAI-compatible simulator on 127.0.0.1:8080
 	$(VENV)/bin/beam-caption simulate --port 8080
 
-bench: $(STAMP) ## Quick benchmarks (under 10 minutes); results in bench/RESULTS.md
+bench: $(STAMP) ## Quick benchmarks (about 10 minutes, plus the corpus on a first run); results in bench/RESULTS.md
 	$(PY) bench/run.py --quick
 
 bench-full: $(STAMP) ## All benchmark scenarios (long)

@@ -24,8 +24,19 @@ from beam_caption.config import CaptionConfig
 from beam_caption.cost import tokens
 from beam_caption.cost.pricing import ModelPrice
 from beam_caption.inputs.fetch import FetchSettings, is_url, read_image_bytes, read_uri_bytes
-from beam_caption.inputs.images import ImageError, ImageHeader, image_header, sent_size
+from beam_caption.inputs.files import open_uri
+from beam_caption.inputs.images import (
+    ImageError,
+    ImageHeader,
+    header_meta,
+    image_header,
+    sent_size,
+)
+from beam_caption.inputs.kinds import VIDEO, kind_of
+from beam_caption.inputs.metadata import PhotoMeta
+from beam_caption.inputs.similar import seconds_of
 from beam_caption.inputs.sources import ImageRef
+from beam_caption.inputs.video import video_header
 
 # JPEG headers (EXIF with its thumbnail, ICC profile) almost always fit in the first 256 KiB; when
 # they do not, or a TIFF keeps its directory at the end, the whole file is read instead.
@@ -55,28 +66,32 @@ class TokenSpec:
     max_sides: tuple[int, ...]
     fetch: FetchSettings = field(default_factory=FetchSettings)
     max_pixels: int = 89_478_485
+    near: bool = False  # --near-dedupe: read each photo's camera and capture time too
+    near_seconds: float = 10.0
 
     def keys(self) -> list[tuple[str, int]]:
         """The (rule_key, max_side) pairs every image is measured for, in a fixed order."""
         return [(key, side) for key, _ in self.rules for side in self.max_sides]
 
-    def texts(self, row_prompt: str | None) -> list[str]:
+    def texts(self, row_prompt: str | None, *, video: bool = False,
+              context: str | None = None) -> list[str]:
         """The texts of one request, as CaptionConfig.estimated_prompt_tokens lists them."""
         req = self.caption.request
-        return [t for t in (req.system_prompt, self.caption.prompt_for(row_prompt) or req.prompt)
-                if t]
+        prompt = self.caption.prompt_for(row_prompt, context, video=video)
+        return [t for t in (req.system_prompt, prompt or req.prompt) if t]
 
 
 def token_spec(prices: Mapping[str, ModelPrice], caption: CaptionConfig, *,
                max_sides: Iterable[int], fetch: FetchSettings | None = None,
-               max_pixels: int = 89_478_485) -> TokenSpec:
+               max_pixels: int = 89_478_485, near: bool = False,
+               near_seconds: float = 10.0) -> TokenSpec:
     """A TokenSpec covering every image rule in `prices` plus the fallback rule."""
     rules: dict[str, dict[str, Any] | None] = {FALLBACK_RULE_KEY: None}
     for price in prices.values():
         rules.setdefault(rule_key(price.image_tokens), price.image_tokens or None)
     return TokenSpec(caption=caption, rules=tuple(sorted(rules.items())),
                      max_sides=tuple(sorted(set(max_sides))), fetch=fetch or FetchSettings(),
-                     max_pixels=max_pixels)
+                     max_pixels=max_pixels, near=near, near_seconds=near_seconds)
 
 
 def read_header_size(uri: str, fetch: FetchSettings, max_pixels: int) -> ImageHeader:
@@ -88,18 +103,18 @@ def read_header_size(uri: str, fetch: FetchSettings, max_pixels: int) -> ImageHe
     run would refuse (too_large, too_many_pixels) get the same codes here.
     """
     if is_url(uri):
-        header = image_header(read_image_bytes(uri, fetch))
+        header = image_header(read_image_bytes(uri, fetch), uri)
     else:
         head, size = _read_prefix(uri, fetch)
         if size is not None and size > fetch.max_bytes:
             raise ImageError("too_large", f"file is larger than {fetch.max_bytes} bytes",
                              stage="read")
         try:
-            header = image_header(head)
+            header = image_header(head, uri)
         except ImageError as exc:
             if exc.code != "decode_error" or len(head) < HEADER_PREFIX_BYTES:
                 raise  # the prefix was the whole file: the error is real
-            header = image_header(read_uri_bytes(uri, max_bytes=fetch.max_bytes))
+            header = image_header(read_uri_bytes(uri, max_bytes=fetch.max_bytes), uri)
     width, height = header.width, header.height
     if width * height > max_pixels:
         raise ImageError("too_many_pixels", f"image has {width * height} pixels ({width}x"
@@ -138,23 +153,66 @@ class Measured:
     code: str | None = None
     text_tokens: int = 0
     prompt_tokens: tuple[int, ...] = ()
+    video_frames: int = 0  # a video: the keyframes its request sends
+    camera: str | None = None  # with TokenSpec.near: what near-dedupe would group by
+    taken_s: float | None = None
 
 
 def measure(ref: ImageRef, spec: TokenSpec) -> Measured:
     """Read `ref`'s size and compute its prompt tokens for every rule and --max-side variant."""
     if ref.problem is not None:
         return Measured(ref.uri, code="bad_manifest_row")
+    video = kind_of(ref.uri) == VIDEO
+    frames = spec.caption.prepare.video_frames if video else 1
+    meta = None
     try:
-        header = read_header_size(ref.uri, spec.fetch, spec.max_pixels)
+        if video:
+            header, meta = read_video_size(ref.uri, spec.fetch)
+        else:
+            header = read_header_size(ref.uri, spec.fetch, spec.max_pixels)
+            if spec.near or spec.caption.context != "none":
+                meta = read_meta(ref.uri, spec.fetch)
     except ImageError as exc:
         return Measured(ref.uri, code=exc.code)
-    texts = spec.texts(ref.prompt)
+    if meta is not None:  # as prepare_image and prepare_video complete and trim it
+        meta = meta.filled_from(ref.meta)
+        meta = meta if spec.caption.prepare.location else meta.without_location()
+    # --context exif: the very line the run adds to this image's prompt.
+    texts = spec.texts(ref.prompt, video=video,
+                       context=spec.caption.context_for(meta, video=video))
     # Exactly CaptionConfig.estimated_prompt_tokens, at the size the image would be sent; the
     # loop order is the order of spec.keys().
     detail = spec.caption.request.detail
     counts = tuple(tokens.chat_prompt_tokens(rule, texts, len(texts),
                                              [sent_size(header.width, header.height, side,
-                                                        jpeg=header.jpeg)], detail)
+                                                        jpeg=header.jpeg)] * frames, detail)
                    for _, rule in spec.rules for side in spec.max_sides)
     return Measured(ref.uri, text_tokens=tokens.messages_text_tokens(texts, len(texts)),
-                    prompt_tokens=counts)
+                    prompt_tokens=counts, video_frames=frames if video else 0,
+                    camera=(f"{meta.camera_make or ''}|{meta.camera_model or ''}"
+                            if spec.near and meta and not video else None),
+                    taken_s=(seconds_of(meta.taken_at)
+                             if spec.near and meta and not video else None))
+
+
+def read_video_size(uri: str, fetch: FetchSettings) -> tuple[ImageHeader, PhotoMeta]:
+    """A video's frame size and capture facts from its container (PyAV reads the header,
+    seeking as needed; the run sends each keyframe at the fit rule's size, as a photo of that
+    size)."""
+    if is_url(uri):
+        found = video_header(read_image_bytes(uri, fetch))
+    else:
+        with open_uri(uri) as handle:
+            found = video_header(handle)
+    return ImageHeader(found.width, found.height, False), found.meta
+
+
+def read_meta(uri: str, fetch: FetchSettings) -> PhotoMeta:
+    """A photo's EXIF facts from its header, for --context's line and --near-dedupe's range
+    (a second read of the prefix: only with those flags)."""
+    head = read_image_bytes(uri, fetch) if is_url(uri) else _read_prefix(uri, fetch)[0]
+    try:
+        return header_meta(head)
+    except ImageError:  # the header is past the prefix (a large HEIC): read it all
+        return header_meta(read_image_bytes(uri, fetch) if is_url(uri)
+                           else read_uri_bytes(uri, max_bytes=fetch.max_bytes))

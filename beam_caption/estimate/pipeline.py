@@ -17,6 +17,7 @@ import apache_beam as beam
 
 from beam_caption.estimate.measure import Measured, TokenSpec, measure
 from beam_caption.estimate.tally import Tally
+from beam_caption.inputs.similar import coarse_key
 from beam_caption.inputs.sources import ImageRef
 
 
@@ -60,6 +61,39 @@ def _with_files_total(tally: dict[str, Any], files_total: int, sample: int) -> d
     return {**tally, "files_total": files_total, "sample": sample}
 
 
+def _time_followers(element: tuple[str, Iterable[float]], seconds: float) -> int:
+    """Photos of one camera's minute that are within `seconds` of an earlier representative:
+    at most this many could be near-duplicates (their pictures decide, which no header says)."""
+    times = sorted(element[1])
+    reps: list[float] = []
+    followers = 0
+    for taken in times:
+        if reps and taken - reps[-1] <= seconds:
+            followers += 1
+        else:
+            reps.append(taken)
+    return followers
+
+
+class NearBound(beam.PTransform):
+    """Measured photos -> one int: the most requests --near-dedupe could save (grouped by
+    camera and minute like the run, so no worker holds the library)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self._seconds = seconds
+
+    def expand(self, measured: beam.PCollection) -> beam.PCollection:
+        """Key by camera and minute, count the followers by time alone, sum."""
+        return (measured
+                | "Timed" >> beam.FlatMap(
+                    lambda m: [(coarse_key(m.camera or "", m.taken_s), m.taken_s)]
+                    if m.taken_s is not None else [])
+                | "ByCameraMinute" >> beam.GroupByKey()
+                | "Followers" >> beam.Map(_time_followers, self._seconds)
+                | "Sum" >> beam.CombineGlobally(sum))
+
+
 class EstimateTokens(beam.PTransform):
     """PCollection[ImageRef] -> a PCollection of one tally dict (see Tally.to_dict).
 
@@ -82,9 +116,12 @@ class EstimateTokens(beam.PTransform):
                     | "Sample" >> beam.combiners.Top.Smallest(self._sample, key=sample_key)
                     | "Explode" >> beam.FlatMap(_explode)
                     | "Spread" >> beam.Reshuffle())
-        tally = (refs
-                 | "MeasureImages" >> beam.Map(measure, self._spec)
-                 | "Tally" >> beam.CombineGlobally(TallyFn(self._spec.keys())))
+        measured = refs | "MeasureImages" >> beam.Map(measure, self._spec)
+        tally = measured | "Tally" >> beam.CombineGlobally(TallyFn(self._spec.keys()))
+        if self._spec.near:
+            bound = measured | "NearDuplicatesAtMost" >> NearBound(self._spec.near_seconds)
+            tally = tally | "WithNearBound" >> beam.Map(
+                lambda t, n: {**t, "near_duplicates_max": n}, beam.pvalue.AsSingleton(bound))
         if files is None:
             return tally
         return tally | "FilesTotal" >> beam.Map(_with_files_total, beam.pvalue.AsSingleton(files),

@@ -19,7 +19,9 @@ MAX_UNREADABLE_EXAMPLES = 10
 class Tally:
     """Sums over measured images: counts, text and prompt tokens per (rule_key, max_side)."""
 
-    images: int = 0
+    images: int = 0  # photos and videos: one request each
+    videos: int = 0
+    video_frames: int = 0  # the images the videos' requests send
     text_tokens: int = 0
     prompt_tokens: Counter[tuple[str, int]] = field(default_factory=Counter)
     unreadable: Counter[str] = field(default_factory=Counter)
@@ -39,6 +41,9 @@ class Tally:
                 :MAX_UNREADABLE_EXAMPLES]
             return self
         self.images += 1
+        if item.video_frames:
+            self.videos += 1
+            self.video_frames += item.video_frames
         self.text_tokens += item.text_tokens
         self.prompt_tokens.update(dict(zip(keys, item.prompt_tokens, strict=True)))
         return self
@@ -46,6 +51,8 @@ class Tally:
     def merge(self, other: Tally) -> Tally:
         """Add `other`'s counts (in place); returns self."""
         self.images += other.images
+        self.videos += other.videos
+        self.video_frames += other.video_frames
         self.text_tokens += other.text_tokens
         self.prompt_tokens.update(other.prompt_tokens)
         self.unreadable.update(other.unreadable)
@@ -57,7 +64,8 @@ class Tally:
         nested: dict[str, dict[str, int]] = {}
         for (key, side), count in sorted(self.prompt_tokens.items()):
             nested.setdefault(key, {})[str(side)] = count
-        return {"images": self.images, "text_tokens": self.text_tokens,
+        return {"images": self.images, "videos": self.videos,
+                "video_frames": self.video_frames, "text_tokens": self.text_tokens,
                 "prompt_tokens": nested, "unreadable": dict(sorted(self.unreadable.items())),
                 "unreadable_examples": [{"uri": u, "code": c} for u, c in self.examples]}
 
@@ -67,6 +75,8 @@ class Tally:
         prompt = Counter({(key, int(side)): int(count)
                           for key, sides in data["prompt_tokens"].items()
                           for side, count in sides.items()})
-        return cls(images=int(data["images"]), text_tokens=int(data["text_tokens"]),
+        return cls(images=int(data["images"]), videos=int(data.get("videos", 0)),
+                   video_frames=int(data.get("video_frames", 0)),
+                   text_tokens=int(data["text_tokens"]),
                    prompt_tokens=prompt, unreadable=Counter(data["unreadable"]),
                    examples=[(e["uri"], e["code"]) for e in data["unreadable_examples"]])

@@ -5,6 +5,8 @@ Every failure is an ImageError(stage="read") with a stable code; messages are sa
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -39,6 +41,18 @@ def read_uri_bytes(uri: str, *, max_bytes: int) -> bytes:
     if not data:
         raise ImageError("empty_file", "the file is empty", stage="read")
     return data
+
+
+@contextlib.contextmanager
+def open_uri(uri: str) -> Iterator[BinaryIO]:
+    """A seekable handle on a local path or Beam FileSystems URI, for files read in parts (a
+    video); opening failures raise ImageError(stage="read") as read_uri_bytes does."""
+    try:
+        handle = FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as exc:  # filesystems raise OSError, BeamIOError, google.api_core errors
+        raise _read_error(exc) from exc
+    with handle:
+        yield handle
 
 
 def _read_capped(handle: BinaryIO, max_bytes: int) -> bytes:

@@ -22,6 +22,22 @@ from typing import NamedTuple
 from PIL import Image, UnidentifiedImageError
 
 from beam_caption.errors import BeamCaptionError
+
+# The fit rule lives in inputs/fit.py; callers keep importing it from here.
+from beam_caption.inputs.fit import (
+    DCT_SLACK,  # noqa: F401 (re-exported)
+    dct_scale,
+    sent_size,
+)
+from beam_caption.inputs.formats import (
+    container_kind,
+    container_meta,
+    decodable,
+    register_plugins,
+    representative_frame,
+)
+from beam_caption.inputs.heif_boxes import heif_size
+from beam_caption.inputs.metadata import PhotoMeta, exif_meta
 from beam_caption.inputs.pixels import (
     decode_shrunk,
     encode_upright,
@@ -31,24 +47,6 @@ from beam_caption.inputs.pixels import (
     pixel_cap,
 )
 
-# Containers Pillow recognises nowhere by default: say "unsupported", not "broken".
-_UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
-    (4, b"ftypheic", "HEIC"),
-    (4, b"ftypheix", "HEIC"),
-    (4, b"ftypmif1", "HEIF"),
-    (4, b"ftypmsf1", "HEIF"),
-    (4, b"ftypavif", "AVIF"),
-    (0, b"%PDF", "PDF"),
-    (0, b"<svg", "SVG"),
-    (0, b"<?xml", "SVG/XML"),
-)
-# libjpeg decodes a JPEG at 1/2, 1/4 or 1/8 scale for little more than the entropy decode
-# (DCT scaling). Such a decode is sent as it comes, with no resample, when its long side is at
-# least this share of --max-side: a few pixels under the maximum are fewer patches, so fewer
-# tokens, and the photo looks the same to a model. Below it, the next larger scale is decoded
-# and resampled to --max-side (a 1600x1200 photo is not sent at 400x300).
-DCT_SLACK = 0.9
-_DCT_SCALES = (2, 4, 8)
 DCT_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: a JPEG with more pictures after the first
 
 
@@ -82,6 +80,8 @@ class PrepareSettings:
     max_side: int = 512
     jpeg_quality: int = 85
     max_pixels: int = 89_478_485
+    location: bool = True  # False (--no-location): GPS is dropped from what an image carries
+    video_frames: int = 4  # keyframes sent for one video (inputs/video.py)
 
     def __post_init__(self) -> None:
         if self.max_side < 0:
@@ -108,6 +108,12 @@ class PreparedImage:
     source_id: str | None = None
     prompt: str | None = None
     version: str | None = None  # the listed file version (ImageRef.version), if known
+    meta: PhotoMeta | None = None  # capture time, camera, GPS (EXIF, then a sidecar)
+    media_type: str = "image"
+    frames: tuple[bytes, ...] = ()  # a video's keyframes as JPEGs, sent in one request
+    duration_s: float | None = None
+    frame_count: int | None = None
+    frame_times_s: tuple[float, ...] = ()
 
 
 def prepare_image(
@@ -118,101 +124,84 @@ def prepare_image(
     source_id: str | None = None,
     prompt: str | None = None,
     version: str | None = None,
+    sidecar: PhotoMeta | None = None,
 ) -> PreparedImage:
     """Decode `data`, orient it upright, shrink it to `settings.max_side` and encode a JPEG.
 
-    `width`/`height` are the original size as displayed (after EXIF orientation). Raises
+    `width`/`height` are the original size as displayed (after EXIF orientation); for a camera
+    RAW file, the size of the embedded preview that is sent (inputs/formats.py). `meta` is
+    the header's EXIF, completed by `sidecar` (a Takeout JSON), without GPS unless
+    `settings.location`. Raises
     ImageError: empty_file (stage read), unsupported_format, decode_error, too_many_pixels.
     """
     if not data:
         raise ImageError("empty_file", "the file is empty", stage="read")
     image_id = hashlib.sha256(data).hexdigest()
+    with _decode_errors():  # a RAW file without a preview
+        pixels, raw_orientation = decodable(uri, data)
     with pixel_cap(settings.max_pixels):
-        im = _open(data)
+        im = _open(pixels)
         _check_pixels(im.size, settings.max_pixels)
-        source_format = im.format or "unknown"
+        source_format = ("RAW" if pixels is not data else im.format) or "unknown"
         stored_size = im.size  # the draft decode changes im.size to the decoded scale
-        passthrough = settings.max_side == 0 and is_plain_upright_jpeg(im)
+        meta = exif_meta(im).filled_from(sidecar)  # the header's, before any decode
+        if pixels is not data:  # a RAW preview rarely has EXIF; its container does
+            meta = container_meta(data).filled_from(meta)
+        meta = meta if settings.location else meta.without_location()
+        passthrough = settings.max_side == 0 and pixels is data and is_plain_upright_jpeg(im)
         small, orientation = _decode(im, settings.max_side, verify_only=passthrough)
+    # A camera's preview JPEG rarely carries the orientation; the RAW container does.
+    orientation = orientation if orientation != 1 else raw_orientation
     width, height = oriented(stored_size, orientation)
     if passthrough:
         # Proven decodable (at 1/8 scale) and already what a model accepts: send the original.
         jpeg, sent_width, sent_height = data, width, height
     else:
         with _decode_errors():
-            jpeg, sent_width, sent_height = encode_upright(
-                small, orientation, settings.jpeg_quality
-            )
-    return PreparedImage(
-        uri=uri,
-        image_id=image_id,
-        jpeg=jpeg,
-        width=width,
-        height=height,
-        sent_width=sent_width,
-        sent_height=sent_height,
-        bytes=len(data),
-        source_format=source_format,
-        source_id=source_id,
-        prompt=prompt,
-        version=version,
-    )
+            jpeg, sent_width, sent_height = encode_upright(small, orientation,
+                                                           settings.jpeg_quality)
+    return PreparedImage(uri=uri, image_id=image_id, jpeg=jpeg, width=width, height=height,
+                         sent_width=sent_width, sent_height=sent_height, bytes=len(data),
+                         source_format=source_format, source_id=source_id, prompt=prompt,
+                         version=version, meta=meta)
 
 
 class ImageHeader(NamedTuple):
-    """What an image's header says: its displayed (EXIF-oriented) size and whether it is a
-    JPEG (which is decoded at a DCT scale, see sent_size)."""
+    """An image header's displayed size, and whether it is a JPEG (DCT-scaled: sent_size)."""
 
     width: int
     height: int
     jpeg: bool
 
 
-def image_header(data: bytes) -> ImageHeader:
+def image_header(data: bytes, uri: str = "") -> ImageHeader:
     """The displayed size and kind of an image, read from its header without decoding.
 
-    Raises ImageError like prepare_image (empty_file, unsupported_format, decode_error,
-    too_many_pixels above twice Pillow's default cap).
+    A HEIC is parsed, not decoded (pillow-heif opens lazily); a camera RAW file (named by
+    `uri`) gives its embedded preview's size. Raises ImageError like prepare_image (empty_file,
+    unsupported_format, decode_error, too_many_pixels above twice Pillow's default cap).
     """
     if not data:
         raise ImageError("empty_file", "the file is empty", stage="read")
-    im = _open(data)
-    width, height = oriented(im.size, header_orientation(im))
+    with _decode_errors():
+        pixels, raw_orientation = decodable(uri, data)
+    try:
+        im = _open(pixels)
+    except ImageError:
+        # libheif needs the whole file; the boxes of a HEIF prefix already say its size.
+        size = heif_size(pixels) if container_kind(pixels, True)[1] else None
+        if size is None:
+            raise
+        return ImageHeader(size[0], size[1], False)
+    orientation = header_orientation(im)
+    width, height = oriented(im.size, orientation if orientation != 1 else raw_orientation)
     return ImageHeader(width, height, im.format in DCT_FORMATS)
 
 
-def dct_scale(width: int, height: int, max_side: int) -> int:
-    """The DCT scale (2, 4 or 8) a JPEG of this size is decoded and sent at for `max_side`, or 1
-    when no scale lands within DCT_SLACK of it (the JPEG is then resampled like any image)."""
-    longer = max(width, height)
-    if not max_side or longer <= max_side:
-        return 1
-    for scale in _DCT_SCALES:
-        scaled = -(-longer // scale)  # libjpeg rounds a scaled side up
-        if scaled <= max_side:
-            return scale if scaled >= DCT_SLACK * max_side else 1
-    return 1
-
-
-def sent_size(width: int, height: int, max_side: int, *, jpeg: bool = False) -> tuple[int, int]:
-    """The size an image of (width, height) is sent at with --max-side `max_side` (0 = original).
-
-    A JPEG whose DCT-scaled decode lands within DCT_SLACK of max_side is sent at that decode's
-    size (each side divided by the scale, rounded up). Otherwise the longer side becomes
-    max_side, each side rounded, never enlarged, never below 1 px.
-
-    The one fit rule: prepare_image shrinks to it and `beam-caption estimate` counts tokens for
-    it. It does not depend on which side is which, so the stored or the displayed (EXIF-oriented)
-    size give the same token count.
-    """
-    longer = max(width, height)
-    if not max_side or longer <= max_side:
-        return width, height
-    scale = dct_scale(width, height, max_side) if jpeg else 1
-    if scale > 1:
-        return -(-width // scale), -(-height // scale)
-    ratio = max_side / longer
-    return max(1, round(width * ratio)), max(1, round(height * ratio))
+def header_meta(data: bytes) -> PhotoMeta:
+    """The EXIF facts in an image's header (nothing decoded); raises ImageError like
+    image_header."""
+    return exif_meta(_open(data))
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -225,6 +214,7 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 
 def _open(data: bytes) -> Image.Image:
     """Image.open on bytes (header only), with Pillow's failures mapped to ImageError codes."""
+    heif = register_plugins()
     try:
         # Pillow may warn (DecompressionBombWarning) between 1x and 2x its cap; such images
         # are above our cap too and rejected right after. The warning filters are process-global
@@ -233,7 +223,10 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise _bomb_error(exc) from exc
     except UnidentifiedImageError as exc:
-        kind = _unsupported_kind(data)
+        kind, readable = container_kind(data, heif)
+        if kind and readable:
+            # libheif refuses a truncated or damaged file at open; Pillow's AVIF plugin too.
+            raise ImageError("decode_error", f"{kind} file is truncated or damaged") from exc
         if kind:
             raise ImageError("unsupported_format", f"{kind} images are not supported") from exc
         raise ImageError("decode_error", "not an image format that can be decoded") from exc
@@ -244,15 +237,6 @@ def _open(data: bytes) -> Image.Image:
 def _bomb_error(exc: Exception) -> ImageError:
     """too_many_pixels for Pillow's decompression-bomb guard (above twice its cap)."""
     return ImageError("too_many_pixels", f"image too large to decode safely: {first_line(exc)}")
-
-
-def _unsupported_kind(data: bytes) -> str | None:
-    """Name a well-formed container Pillow cannot decode (HEIC, PDF, ...), else None."""
-    head = data[:64].lstrip()
-    for offset, magic, name in _UNSUPPORTED_SIGNATURES:
-        if head[offset : offset + len(magic)].lower() == magic.lower():
-            return name
-    return None
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
@@ -275,6 +259,7 @@ def _decode(
     that scale (no resample follows). Otherwise draft mode is asked for the target size itself,
     which keeps the aspect ratio libjpeg needs (see pixels.decode_shrunk).
     """
+    representative_frame(im)  # an animation's middle frame; a no-op for still images
     width, height = im.size
     jpeg = im.format in DCT_FORMATS
     target = sent_size(width, height, max_side, jpeg=jpeg)

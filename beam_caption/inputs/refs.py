@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from beam_caption.inputs.metadata import PhotoMeta
 
 
 @dataclass(frozen=True)
@@ -12,7 +16,8 @@ class ImageRef:
     `size` and `modified` come from a listing (a glob, a GCS inventory report): they identify
     this version of the file without reading it, so a resumed run skips an unchanged file
     unread. `problem` is set instead of a usable `uri` when a manifest row names no image (the
-    row becomes an error row, never a crash).
+    row becomes an error row, never a crash). `meta` holds what a sidecar (Google Takeout's
+    JSON) says about the photo (inputs/library.py).
     """
 
     uri: str
@@ -21,6 +26,7 @@ class ImageRef:
     size: int | None = None
     modified: float | None = None
     problem: str | None = None
+    meta: PhotoMeta | None = None
 
     @property
     def version(self) -> str | None:

@@ -20,6 +20,7 @@ import apache_beam as beam
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.fetch import is_url
 from beam_caption.inputs.images import first_line
+from beam_caption.inputs.kinds import PHOTO, VIDEO, kind_of
 from beam_caption.inputs.listers import Entry
 from beam_caption.inputs.listing import Part, first_match, list_part, split
 from beam_caption.inputs.manifest import ReadManifest, inspect_manifest, iter_manifest
@@ -95,6 +96,8 @@ def tally_inputs(inputs: list[str], manifest: str | None,
             return None
         refs.append(iter_manifest(inspect_manifest(path)))
     for ref in itertools.chain.from_iterable(refs):
+        if ref.problem is None and kind_of(ref.uri) not in (PHOTO, VIDEO):
+            continue  # a sidecar or system file: SortLibrary skips it unread
         images += 1
         if ref.size is None:
             unsized += 1

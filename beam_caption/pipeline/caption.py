@@ -25,7 +25,6 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_caption.api.request import build_request
 from beam_caption.api.structured import SchemaMismatch, parse_answer
 from beam_caption.config import CaptionConfig
 from beam_caption.engine import metrics as m
@@ -52,14 +51,15 @@ class CaptionOutputs(NamedTuple):
 
 def caption_job(config: CaptionConfig, run: RunState, image: PreparedImage) -> CaptionJob:
     """The engine job for one image, built from its own transform's settings."""
-    prompt = config.prompt_for(image.prompt)
-    body = json.dumps(build_request(config.request, image.jpeg, prompt)).encode("utf-8")
+    built = config.image_request(image)  # a video: its keyframes, one request
+    endpoint = config.endpoint
+    request = endpoint.adapter.build_request(config.request, built.images, built.prompt)
+    body = json.dumps(request).encode("utf-8")
     return CaptionJob(
-        key=config.request_key(image.image_id, image.prompt), uri=image.uri, body=body,
-        estimated_prompt_tokens=config.estimated_prompt_tokens(
-            (image.sent_width, image.sent_height), image.prompt),
+        key=built.key, uri=image.uri, body=body,
+        estimated_prompt_tokens=built.estimated_prompt_tokens,
         max_output_tokens=config.request.max_output_tokens, price=config.price, run=run,
-        dedupe=config.dedupe)
+        dedupe=config.dedupe, url=endpoint.request_url(config.request.model))
 
 
 def outcome_row(config: CaptionConfig, image: PreparedImage, job: CaptionJob,

@@ -59,9 +59,10 @@ def decode_line(line: str | bytes) -> tuple[str, dict[str, Any]] | None:
         return None
     if table not in (CAPTIONS, ERRORS) or not isinstance(row, dict):
         return None
-    created = row.get("created_at")
-    if isinstance(created, str):
-        row["created_at"] = datetime.fromisoformat(created)
+    for name in ("created_at", "taken_at"):  # the two datetimes of a row
+        value = row.get(name)
+        if isinstance(value, str):
+            row[name] = datetime.fromisoformat(value)
     return table, row
 
 

@@ -151,6 +151,14 @@ def print_preview(output: str, summary: dict[str, Any], rows: int = 8) -> None:
           f"tokens; cost {'unknown' if cost is None else f'${cost:.6f}'}"
           f"{'' if per_k is None else f' (${per_k:.4f} per 1,000 images)'}; "
           f"{summary.get('images_per_second') or '?'} images/s")
+    skipped = summary.get("skipped") or {}
+    if skipped:
+        print(f"{sum(skipped.values())} files skipped, not sent ("
+              + ", ".join(f"{k}: {v}" for k, v in skipped.items()) + ")")
+    near = summary.get("near_dedupe") or {}
+    if near.get("requests_saved"):
+        print(f"--near-dedupe: {near['requests_saved']} requests saved "
+              f"(${near.get('usd_saved') or 0:.6f})")
     table = read_table(output, "captions")
     if table is None or table.num_rows == 0:
         return

@@ -23,7 +23,9 @@ from beam_caption.engine.progress import ProgressSettings, process_progress
 from beam_caption.engine.run_state import stop_reason
 from beam_caption.inputs.fetch import FetchSettings, ImageReader, is_url
 from beam_caption.inputs.images import ImageError, PrepareSettings, prepare_image
+from beam_caption.inputs.kinds import VIDEO, kind_of
 from beam_caption.inputs.sources import ImageRef
+from beam_caption.inputs.video import prepare_video_uri
 from beam_caption.pipeline import rows
 
 _LOG = logging.getLogger(__name__)
@@ -101,8 +103,15 @@ class _PrepareImageDoFn(beam.DoFn):
 
     def _prepared_or_error(self, ref: ImageRef, read: Any) -> Any:
         try:
-            image = prepare_image(ref.uri, read(), self._prepare, source_id=ref.source_id,
-                                  prompt=ref.prompt, version=ref.version)
+            if kind_of(ref.uri) == VIDEO:
+                # Streamed from its filesystem (a video may be GBs); a URL's download is bytes.
+                image = prepare_video_uri(ref.uri, self._prepare,
+                                          data=read() if is_url(ref.uri) else None,
+                                          source_id=ref.source_id, prompt=ref.prompt,
+                                          version=ref.version, sidecar=ref.meta)
+            else:
+                image = prepare_image(ref.uri, read(), self._prepare, source_id=ref.source_id,
+                                      prompt=ref.prompt, version=ref.version, sidecar=ref.meta)
         except ImageError as exc:
             return self._failed(ref, exc.stage, exc.code, exc.message)
         except Exception as exc:

@@ -34,6 +34,7 @@ from beam_caption.config import CaptionConfig
 from beam_caption.engine import metrics as m
 from beam_caption.inputs.fetch import FetchSettings, ImageReader
 from beam_caption.inputs.images import ImageError
+from beam_caption.inputs.kinds import media_type_of
 from beam_caption.inputs.sources import ImageRef
 from beam_caption.layout import journal_root
 from beam_caption.pipeline.journal import CAPTIONS, ERRORS, decode_line
@@ -94,7 +95,8 @@ class _ContentKeyDoFn(beam.DoFn):
             # PrepareImages will read it again and write the error row with its code.
             yield f"unreadable:{ref.uri}", ref
             return
-        yield self._caption.request_key(hashlib.sha256(data).hexdigest(), ref.prompt), ref
+        yield self._caption.request_key(hashlib.sha256(data).hexdigest(), ref.prompt,
+                                        media_type_of(ref.uri)), ref
 
 
 def _undone(element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[ImageRef]:

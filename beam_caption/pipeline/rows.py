@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beam_caption.api.response import ChatResult
+from beam_caption.inputs.metadata import PhotoMeta
 
 # The small, stable set of stages an error row can come from.
 ERROR_STAGES = ("read", "decode", "request", "response", "budget", "internal")
@@ -32,6 +33,17 @@ def error_stage(code: str) -> str:
     return "response" if code in _RESPONSE_CODES else "request"
 
 
+def media_columns(image: Mapping[str, Any]) -> dict[str, Any]:
+    """The media columns of a caption row (schema.MEDIA_FIELDS) from a prepared image's fields:
+    its `meta` (capture time, camera, GPS) and, for a video, what was sent."""
+    meta = image.get("meta") or PhotoMeta()
+    return {**meta.columns(), "media_type": image.get("media_type") or "image",
+            "duration_s": image.get("duration_s"), "frame_count": image.get("frame_count"),
+            "frame_times_s": (list(image["frame_times_s"]) if image.get("frame_times_s")
+                              else None),
+            "near_duplicate": image.get("near_duplicate")}
+
+
 def caption_row(image: Mapping[str, Any], *, request_key: str, result: ChatResult,
                 model: str, run_id: str, cost_usd: float | None, estimated_prompt_tokens: int,
                 attempts: int, latency_ms: float | None, batch: bool = False,
@@ -41,7 +53,7 @@ def caption_row(image: Mapping[str, Any], *, request_key: str, result: ChatResul
     count such rows' money once, on that image)."""
     usage = result.usage
     return {
-        **{name: image.get(name) for name in IMAGE_FIELDS},
+        **{name: image.get(name) for name in IMAGE_FIELDS}, **media_columns(image),
         "caption": result.caption, "model": result.model or model,
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens, "reasoning_tokens": usage.reasoning_tokens,
@@ -68,6 +80,17 @@ def error_row(*, uri: str, stage: str, code: str, message: str, image_id: str | 
             "message": message[:2000], "attempts": attempts, "request_key": request_key,
             "source_key": source_key, "cost_usd": cost_usd, "run_id": run_id,
             "created_at": utc_now()}
+
+
+def near_duplicate_row(rep: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A follower's row under --near-dedupe: its representative's caption and answer, its own
+    image columns (`fields`: IMAGE_FIELDS, request_key, meta, media_type), no cost of its own
+    (`cost_usd` 0: nothing was sent for it) and `deduplicated_from` naming the representative.
+    """
+    return {**rep, **{name: fields.get(name) for name in IMAGE_FIELDS}, **media_columns(fields),
+            "request_key": fields["request_key"], "cost_usd": 0.0, "deduplicated": True,
+            "deduplicated_from": rep["uri"], "near_duplicate": True, "attempts": 0,
+            "latency_ms": None, "created_at": utc_now()}
 
 
 def is_billed_error(row: Mapping[str, Any]) -> bool:

@@ -15,6 +15,26 @@ from beam_caption.api.structured import ColumnKind, StructuredSpec, column_kinds
 from beam_caption.errors import ConfigError
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+# A camera's clock: local wall-clock time, its UTC offset in a column of its own when known.
+LOCAL_TIME = pa.timestamp("us")
+
+# What a photo or clip says about itself (inputs/metadata.py), and what a video sent
+# (inputs/video.py); all nullable, and empty for inputs that do not say.
+MEDIA_FIELDS = [
+    pa.field("media_type", pa.string()),  # image | video
+    pa.field("taken_at", LOCAL_TIME),
+    pa.field("taken_at_offset", pa.string()),  # "+01:00"
+    pa.field("camera_make", pa.string()),
+    pa.field("camera_model", pa.string()),
+    pa.field("lens_model", pa.string()),
+    pa.field("gps_latitude", pa.float64()),
+    pa.field("gps_longitude", pa.float64()),
+    pa.field("gps_altitude", pa.float64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("frame_count", pa.int64()),
+    pa.field("frame_times_s", pa.list_(pa.float64())),
+    pa.field("near_duplicate", pa.bool_()),
+]
 
 CAPTIONS_SCHEMA = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
@@ -45,6 +65,7 @@ CAPTIONS_SCHEMA = pa.schema([
     pa.field("source_key", pa.string()),
     pa.field("run_id", pa.string()),
     pa.field("created_at", TIMESTAMP, nullable=False),
+    *MEDIA_FIELDS,
 ])
 
 ERRORS_SCHEMA = pa.schema([

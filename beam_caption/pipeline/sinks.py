@@ -72,9 +72,12 @@ class WriteCaptions(beam.PTransform):
         self._supersede = supersede
         self._journals = journals
 
-    def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
-        """`(captions, errors) | WriteCaptions(...)`; returns the summary path."""
-        captions, errors = pcolls
+    def expand(self, pcolls: tuple[beam.PCollection, ...]) -> beam.PCollection:
+        """`(captions, errors[, notes]) | WriteCaptions(...)`; returns the summary path.
+
+        `notes`: ("skipped", {"uri", "kind"}) for files not sent (inputs/library.py) and
+        ("saved", {"usd"}) for --near-dedupe's followers, counted in the summary only."""
+        captions, errors = pcolls[0], pcolls[1]
         # Shard names carry the run id, so a resumed run adds files beside the earlier ones and
         # a glob over captions-*.parquet still reads one table.
         run_id = self._run_info["run_id"]
@@ -84,10 +87,11 @@ class WriteCaptions(beam.PTransform):
         error_files = errors | "WriteErrorsParquet" >> beam.io.WriteToParquet(
             FileSystems.join(self._output, f"errors-{run_id}"), ERRORS_SCHEMA,
             codec="zstd", file_name_suffix=".parquet")
-        tagged = (
-            (captions | "TagCaptions" >> beam.Map(lambda row: ("caption", row)),
-             errors | "TagErrors" >> beam.Map(lambda row: ("error", row)))
-            | "AllRows" >> beam.Flatten())
+        branches = [captions | "TagCaptions" >> beam.Map(lambda row: ("caption", row)),
+                    errors | "TagErrors" >> beam.Map(lambda row: ("error", row))]
+        if len(pcolls) > 2:
+            branches.append(pcolls[2])
+        tagged = tuple(branches) | "AllRows" >> beam.Flatten()
         summary = tagged | "Summarize" >> beam.CombineGlobally(SummaryFn(run_id))
         written = summary | "WriteSummary" >> beam.Map(
             _write_summary, self._output, self._run_info,

@@ -24,7 +24,9 @@ class SummaryFn(beam.CombineFn):
     A deduplicated row keeps its answer's real cost, but the money is counted once, on the row
     whose request paid. Rows written again from an earlier, interrupted run's journal (their
     run_id is not `run_id`) are counted in `carried_over`, and their cost in the totals: it was
-    paid, and no earlier summary reported it.
+    paid, and no earlier summary reported it. ("skipped", {"uri", "kind"}) pairs count the
+    files a phone library holds beside its photos (inputs/library.py), by kind; ("saved",
+    {"usd"}) pairs the requests --near-dedupe did not send (pipeline/near_dedupe.py).
     """
 
     def __init__(self, run_id: str | None = None) -> None:
@@ -34,7 +36,8 @@ class SummaryFn(beam.CombineFn):
     def create_accumulator(self) -> dict[str, Any]:
         """An empty tally."""
         return {"captions": 0, "errors": 0, "deduplicated": 0, "carried_over": 0,
-                "errors_by_code": Counter(),
+                "errors_by_code": Counter(), "skipped": Counter(),
+                "near_requests_saved": 0, "near_usd_saved": 0.0,
                 "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
                 "reasoning_tokens": 0, "estimated_prompt_tokens": 0, "billed_prompt_tokens": 0,
                 "cost_usd": 0.0, "cost_known": True, "attempts": 0, "latency_ms_sum": 0.0,
@@ -43,6 +46,13 @@ class SummaryFn(beam.CombineFn):
     def add_input(self, acc: dict[str, Any], element: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         """Count one row."""
         kind, row = element
+        if kind == "skipped":
+            acc["skipped"][row["kind"]] += 1
+            return acc
+        if kind == "saved":  # a --near-dedupe follower: one request and its cost not spent
+            acc["near_requests_saved"] += 1
+            acc["near_usd_saved"] += row["usd"]
+            return acc
         created = row["created_at"].isoformat()
         acc["first"] = min(acc["first"] or created, created)
         acc["last"] = max(acc["last"] or created, created)
@@ -101,6 +111,9 @@ def summary_document(acc: dict[str, Any]) -> dict[str, Any]:
         "deduplicated": acc["deduplicated"],
         "carried_over": acc.get("carried_over", 0),
         "errors_by_code": dict(sorted(acc["errors_by_code"].items())),
+        "skipped": dict(sorted(acc.get("skipped", {}).items())),
+        "near_dedupe": {"requests_saved": acc.get("near_requests_saved", 0),
+                        "usd_saved": round(acc.get("near_usd_saved", 0.0), 8)},
         "tokens": {
             "prompt": acc["prompt_tokens"], "completion": acc["completion_tokens"],
             "cached": acc["cached_tokens"], "reasoning": acc["reasoning_tokens"],

@@ -53,7 +53,22 @@ def stat_values(report: dict[str, Any]) -> dict[str, str]:
         "retries": f"{report['retries']['total']:,}",
         "throughput": "-" if speed["images_per_second"] is None
         else f"{speed['images_per_second']:,.1f}",
+        **_library_values(report),
     }
+
+
+def _library_values(report: dict[str, Any]) -> dict[str, str]:
+    """A phone library's stat cards, only where it has something to say."""
+    values = {}
+    if report.get("videos"):
+        values["videos"] = f"{report['videos']:,}"
+    if report.get("skipped"):
+        values["skipped"] = f"{sum(report['skipped'].values()):,}"
+    near = report.get("near_dedupe") or {}
+    if near.get("requests_saved"):
+        values["near-saved"] = f"{near['requests_saved']:,}"
+        values["near-saved-usd"] = format_usd(near.get("usd_saved"))
+    return values
 
 
 _STAT_LABELS = {
@@ -62,6 +77,8 @@ _STAT_LABELS = {
     "completion-tokens": "completion tokens (billed)", "latency-p50": "latency p50 (ms)",
     "latency-p95": "latency p95 (ms)", "latency-p99": "latency p99 (ms)",
     "retries": "retries", "throughput": "images/s (first to last row)",
+    "videos": "videos (keyframes)", "skipped": "files skipped (not sent)",
+    "near-saved": "requests saved (near-dedupe)", "near-saved-usd": "saved by near-dedupe",
 }
 
 
@@ -73,7 +90,12 @@ def _totals_section(report: dict[str, Any]) -> str:
     modes = "".join(f"<tr><td>{mode}</td>" + "".join(f"<td class=n>{_e(c)}</td>"
                                                       for c in mode_cells(m)) + "</tr>"
                     for mode, m in report["by_mode"].items())
-    return (f'<section id="totals"><div class="stats">{cards}</div>'
+    skipped = "".join(f"<tr><td>{_e(kind)}</td><td class=n>{n:,}</td></tr>"
+                      for kind, n in (report.get("skipped") or {}).items())
+    skipped = (f'<table class="modes" id="skipped"><thead><tr><th>skipped kind</th>'
+               f"<th>files</th></tr></thead><tbody>{skipped}</tbody></table>"
+               if skipped else "")
+    return (f'<section id="totals"><div class="stats">{cards}</div>{skipped}'
             '<table class="modes"><thead><tr><th>mode</th><th>captions</th><th>deduplicated</th>'
             "<th>prompt tokens</th><th>completion tokens</th><th>cost</th><th>per 1,000</th>"
             f"</tr></thead><tbody>{modes}</tbody></table></section>")
@@ -103,8 +125,11 @@ def _plots_section(captions: pa.Table, rows: list[dict[str, Any]]) -> str:
 def _card(row: dict[str, Any], thumb: str | None) -> str:
     image = (f'<img src="{thumb}" alt="">' if thumb
              else '<div class="ph">no preview</div>')
+    near = bool(row.get("near_duplicate"))
+    video = row.get("media_type") == "video"
     tags = "".join(f'<span class="tag">{name}</span>' for name, on in (
-        ("batch", row["batch"]), ("deduplicated", row["deduplicated"]),
+        ("video", video), ("batch", row["batch"]), ("near-duplicate", near),
+        ("deduplicated", row["deduplicated"] and not near),
         ("cut off", row["finish_reason"] == "length")) if on)
     tokens = f"{row['prompt_tokens'] or 0:,} + {row['completion_tokens'] or 0:,} tokens"
     size = f"{row['width']}×{row['height']}" if row["width"] else ""

@@ -23,6 +23,10 @@ def format_report(report: dict[str, Any]) -> str:
     modes = [[mode, *mode_cells(m)] for mode, m in report["by_mode"].items()]
     parts.append(text_table(["mode", "captions", "dedup", "prompt tok", "completion tok", "cost",
                              "per 1,000"], modes, rule=True))
+    if report.get("skipped"):
+        parts.append(text_table(["skipped (not sent)", "files"],
+                                [[kind, f"{n:,}"] for kind, n in report["skipped"].items()],
+                                rule=True))
     if report["errors_by_code"]:
         parts.append(text_table(
             ["error code", "images"],

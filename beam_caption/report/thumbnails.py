@@ -18,8 +18,10 @@ from typing import Any
 import pyarrow as pa
 from PIL import Image
 
-from beam_caption.inputs.fetch import FetchSettings, ImageReader, read_image_bytes
+from beam_caption.inputs.fetch import FetchSettings, ImageReader, is_url, read_image_bytes
 from beam_caption.inputs.images import PrepareSettings, prepare_image
+from beam_caption.inputs.kinds import media_type_of
+from beam_caption.inputs.video import prepare_video_uri
 
 _LOG = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ THUMB_QUALITY = 50  # ~3 KB per photo at 160 px: 1,000 cards come to ~4.7 MB wit
 CARD_COLUMNS = ["uri", "image_id", "caption", "prompt_tokens", "completion_tokens", "cost_usd",
                 "batch", "deduplicated", "width", "height", "sent_width", "sent_height",
                 "finish_reason", "latency_ms"]
+# Shown when the output has them (outputs written before phone libraries did not).
+LIBRARY_COLUMNS = ["media_type", "near_duplicate", "deduplicated_from", "taken_at",
+                   "frame_times_s"]
 # Thumbnails are read like pipeline inputs, but a slow host should not hold the report for long.
 _FETCH = FetchSettings(timeout_s=15.0)
 
@@ -38,7 +43,8 @@ def sample_captions(captions: pa.Table, sample: int) -> list[dict[str, Any]]:
     Rows are ranked by sha256(uri, image_id): the same output always gives the same sample, and
     the sample spreads over every shard and run instead of being the first file's rows.
     """
-    table = captions.select(CARD_COLUMNS)
+    table = captions.select([c for c in (*CARD_COLUMNS, *LIBRARY_COLUMNS)
+                             if c in captions.column_names])
     if 0 < sample < table.num_rows:
         keys = zip(table["uri"].to_pylist(), table["image_id"].to_pylist(), strict=True)
         ranks = [hashlib.sha256(f"{uri}\0{image_id}".encode()).digest() for uri, image_id in keys]
@@ -55,9 +61,13 @@ def thumbnail_data_uri(uri: str, side: int = THUMB_SIDE,
     decode, EXIF orientation, decompression-bomb guard): it shows the photo turned as the model
     saw it, and a bad file fails here as it failed there.
     """
+    settings = PrepareSettings(max_side=side, jpeg_quality=95, video_frames=1)
     try:
-        data = reader.read(uri) if reader is not None else read_image_bytes(uri, _FETCH)
-        small = prepare_image(uri, data, PrepareSettings(max_side=side, jpeg_quality=95)).jpeg
+        if media_type_of(uri) == "video":  # its first keyframe (streamed, not read whole)
+            data = _read(uri, reader) if is_url(uri) else None
+            small = prepare_video_uri(uri, settings, data=data).jpeg
+        else:
+            small = prepare_image(uri, _read(uri, reader), settings).jpeg
         with Image.open(io.BytesIO(small)) as im:
             out = io.BytesIO()
             # Optimized Huffman tables save ~10% over prepare_image's plain encoding.
@@ -66,6 +76,10 @@ def thumbnail_data_uri(uri: str, side: int = THUMB_SIDE,
         _LOG.debug("no thumbnail for %s: %s", uri, type(exc).__name__)
         return None
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def _read(uri: str, reader: ImageReader | None) -> bytes:
+    return reader.read(uri) if reader is not None else read_image_bytes(uri, _FETCH)
 
 
 def make_thumbnails(uris: Iterable[str], side: int = THUMB_SIDE,

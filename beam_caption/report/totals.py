@@ -121,7 +121,22 @@ def build_report(captions: pa.Table, errors: pa.Table, *, output: str = "",
         "retries": _retries(captions, errors),
         "throughput": _throughput(runs),
         "top_errors": _top_errors(errors, top_errors, examples),
+        **library_totals(captions, summary),
     }
+
+
+def library_totals(captions: pa.Table, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """A phone library's totals: videos captioned, files skipped by kind (only the summary
+    knows them: they have no row), and what --near-dedupe saved (requests from the rows, the
+    dollars from the summary). Outputs written before these columns existed count zero."""
+    names = captions.column_names
+    videos = (pc.sum(pc.equal(captions["media_type"], "video")).as_py() or 0
+              if "media_type" in names else 0)
+    near = (pc.sum(pc.fill_null(captions["near_duplicate"], False)).as_py() or 0
+            if "near_duplicate" in names else 0)
+    saved = ((summary or {}).get("near_dedupe") or {}).get("usd_saved")
+    return {"videos": videos, "skipped": dict((summary or {}).get("skipped") or {}),
+            "near_dedupe": {"requests_saved": near, "usd_saved": saved}}
 
 
 def latency_stats(latency: pa.ChunkedArray) -> dict[str, float | None]:

@@ -241,8 +241,13 @@ def test_the_reshuffle_after_input_expansion_breaks_fusion(photos: Path, tmp_pat
     assert "beam:transform:group_by_key:v1" in subtransform_urns(pipeline, reshuffle)
     [expand] = transforms_named(pipeline, "ExpandInputs")
     assert set(expand.outputs.values()) == set(reshuffle.outputs.values())  # the last step
+    # Then SortLibrary groups each file with its neighbours (sidecars, a Live Photo's motion
+    # part): a GroupByKey too, so the images reach PrepareImages spread by folder and stem.
+    [library] = transforms_named(pipeline, "SortLibrary")
+    assert set(library.inputs.values()) == set(reshuffle.outputs.values())
+    assert "beam:transform:group_by_key:v1" in subtransform_urns(pipeline, library)
     [prepare] = transforms_named(pipeline, "PrepareImages")
-    assert set(prepare.inputs.values()) == set(reshuffle.outputs.values())
+    assert set(prepare.inputs.values()) <= set(library.outputs.values())
     assert loopback_only == []
 
 

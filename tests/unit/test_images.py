@@ -248,10 +248,17 @@ def test_concurrent_calls_agree_with_serial_ones(corpus: Path) -> None:
 
 
 def test_unsupported_containers_are_named() -> None:
+    with pytest.raises(ImageError) as caught:
+        prepare_image("x.pdf", b"%PDF-1.7\n" + b"\x00" * 64, DEFAULT)
+    assert caught.value.code == "unsupported_format"
+    assert "PDF" in caught.value.message
+
+
+def test_a_heic_that_is_only_a_header_is_a_decode_error() -> None:
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
     with pytest.raises(ImageError) as caught:
         prepare_image("x.heic", heic, DEFAULT)
-    assert caught.value.code == "unsupported_format"
+    assert caught.value.code == "decode_error"
     assert "HEIC" in caught.value.message
 
 
