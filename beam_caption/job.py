@@ -17,8 +17,10 @@ from apache_beam.options.pipeline_options import (
 
 from beam_caption.batch.pipeline import submit_batches
 from beam_caption.config import RunConfig
+from beam_caption.inputs.library import SortLibrary
 from beam_caption.inputs.sources import ExpandInputs
 from beam_caption.pipeline.caption import CaptionImages
+from beam_caption.pipeline.near_dedupe import GroupNearDuplicates, ShareCaptions
 from beam_caption.pipeline.prepare import PrepareImages
 from beam_caption.pipeline.resume import AnswerSources, CarriedRows, SkipDone
 from beam_caption.pipeline.sinks import WriteCaptions
@@ -63,6 +65,22 @@ def make_runner(options: PipelineOptions) -> tuple[Any, PipelineOptions]:
     return options.view_as(StandardOptions).runner, options
 
 
+def _caption(images: beam.PCollection, config: RunConfig,
+             checkpoint: bool) -> tuple[list, list, list]:
+    """CaptionImages, with --near-dedupe around it: ([captions], [errors], [summary notes])."""
+    near = None
+    if config.near is not None:
+        near = images | "NearDuplicates" >> GroupNearDuplicates(config.caption, config.near)
+        images = near.representatives
+    captioned = images | "CaptionImages" >> CaptionImages(config.caption, checkpoint=checkpoint)
+    if near is None:
+        return [captioned.captions], [captioned.errors], []
+    shared = ((captioned.captions, captioned.errors, near.followers)
+              | "ShareCaptions" >> ShareCaptions(config.caption))
+    return ([captioned.captions, shared.captions], [captioned.errors, shared.errors],
+            [shared.saved])
+
+
 def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
                    answered: tuple[AnswerSources, ...] = (), carry: AnswerSources | None = None,
                    supersede: tuple[str, ...] = (), journals: tuple[str, ...] = (),
@@ -79,6 +97,9 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
     run_id = config.caption.run_id
     refs = pipeline | "ExpandInputs" >> ExpandInputs(list(config.inputs), config.manifest,
                                                      prompt_column=config.prompt_column)
+    # Sidecars, system files and Live Photo motion parts are counted, not sent.
+    library = refs | "SortLibrary" >> SortLibrary(config.library)
+    refs = library.media
     if answered:
         refs = refs | "SkipDone" >> SkipDone(answered, config.fetch, config.caption)
     prepared = refs | "PrepareImages" >> PrepareImages(
@@ -87,14 +108,15 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
     if config.batch.enabled:
         # Shard files + one submission step; rows and the summary come from `batch collect`.
         return submit_batches(prepared, config, supersede=supersede)
-    captioned = prepared.images | "CaptionImages" >> CaptionImages(config.caption,
-                                                                   checkpoint=checkpoint)
-    captions, errors = [captioned.captions], [prepared.errors, captioned.errors]
+    captions, errors, notes = _caption(prepared.images, config, checkpoint)
+    errors.append(prepared.errors)
+    notes.append(library.skipped | "TagSkipped" >> beam.Map(lambda row: ("skipped", row)))
     if carry is not None:
         carried = pipeline | "CarriedRows" >> CarriedRows(carry)
         captions.append(carried.captions)
         errors.append(carried.errors)
     return ((tuple(captions) | "AllCaptions" >> beam.Flatten(),
-             tuple(errors) | "AllErrors" >> beam.Flatten())
+             tuple(errors) | "AllErrors" >> beam.Flatten(),
+             tuple(notes) | "AllNotes" >> beam.Flatten())
             | "WriteCaptions" >> WriteCaptions(config.output, config.caption,
                                                supersede=supersede, journals=journals))

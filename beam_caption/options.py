@@ -13,6 +13,8 @@ from typing import Any
 
 DEFAULT_MODEL = "gpt-5.4-nano"
 DEFAULT_PROMPT = "Describe this photo in one sentence."
+DEFAULT_VIDEO_PROMPT = ("These images are frames of one video clip, in time order. Describe the "
+                        "clip in one sentence.")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -120,6 +122,16 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--max-pixels", "decompression-bomb guard: images with more pixels become "
            "too_many_pixels error rows", IMAGE, type=_positive_int, default=89_478_485,
            metavar="N"),
+    Option("--video", "videos (MOV, MP4, ...): keyframes sends evenly spaced frames of each "
+           "clip in one request for one caption; skip counts them as skipped",
+           IMAGE, default="keyframes", choices=("keyframes", "skip")),
+    Option("--live-photo-motion", "caption a Live Photo's motion part (a video beside a still of "
+           "the same name) as a video too; by default it is skipped, since its still is "
+           "captioned", IMAGE, action="bool", default=False),
+    Option("--video-frames", "keyframes sent for one video, evenly spaced through the clip; "
+           "billed as that many images", IMAGE, type=_positive_int, default=4, metavar="N"),
+    Option("--location", "keep GPS positions: the gps_* columns and the place in --context's "
+           "line; --no-location drops both (privacy)", IMAGE, action="bool", default=True),
     # model and prompt
     Option("--model", "model name as the endpoint knows it", MODEL, default=DEFAULT_MODEL),
     Option("--price-as", "bill --model at this known model's price and image-token rule: for an "
@@ -129,6 +141,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--prompt", "the instruction sent with every image (default: "
            f"'{DEFAULT_PROMPT}', or the built-in schema's own prompt with --schema NAME)", MODEL),
     Option("--system-prompt", "an optional system message", MODEL),
+    Option("--video-prompt", "the instruction sent with a video's frames (default: "
+           f"'{DEFAULT_VIDEO_PROMPT}')", MODEL),
+    Option("--context", "exif: add a short factual line to each photo's prompt from its "
+           "capture time and place ('Taken 2024-07-03 18:40 near Lisbon, Portugal.'; places "
+           "from an offline geocoder); part of the request key", MODEL, default="none",
+           choices=("none", "exif")),
     Option("--detail", "image detail level sent to the API (low is cheapest on tile models)",
            MODEL, default="auto", choices=("auto", "low", "high")),
     Option("--max-output-tokens", "cap on the answer's tokens (sent as max_completion_tokens); "
@@ -146,10 +164,16 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "want max_tokens", MODEL, default="max_completion_tokens",
            choices=("max_completion_tokens", "max_tokens")),
     # endpoint and key
-    Option("--base-url", "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else "
-           f"{DEFAULT_BASE_URL})", ENDPOINT, metavar="URL"),
+    Option("--provider", "the API spoken: openai (chat completions: OpenAI, gateways such as "
+           "LiteLLM and OpenRouter, vLLM, llama.cpp, Ollama), anthropic (Messages API) or "
+           "gemini (generateContent)", ENDPOINT, default="openai", metavar="NAME"),
+    Option("--base-url", "the provider's endpoint (default: $OPENAI_BASE_URL, else "
+           f"{DEFAULT_BASE_URL}; with --provider anthropic $ANTHROPIC_BASE_URL, else "
+           "https://api.anthropic.com; with gemini $GEMINI_BASE_URL, else "
+           "https://generativelanguage.googleapis.com)", ENDPOINT, metavar="URL"),
     Option("--api-key-env", "name of the environment variable holding the API key (read on the "
-           "workers, never stored in options)", ENDPOINT, default="OPENAI_API_KEY", metavar="NAME"),
+           "workers, never stored in options; default: OPENAI_API_KEY, or ANTHROPIC_API_KEY / "
+           "GEMINI_API_KEY with --provider)", ENDPOINT, metavar="NAME"),
     Option("--api-key-file", "read the API key from this file instead (first line)", ENDPOINT,
            metavar="FILE"),
     Option("--api-key-secret", "read the API key from Google Secret Manager on the workers: "
@@ -179,6 +203,14 @@ RUN_OPTIONS: tuple[Option, ...] = (
            type=_non_negative_float, default=120.0, metavar="S"),
     Option("--retry-deadline", "seconds after an image's first attempt when it stops being retried",
            ENGINE, type=_non_negative_float, default=900.0, metavar="S"),
+    Option("--near-dedupe", "caption a burst once: photos from the same camera taken seconds "
+           "apart whose thumbnails look near-identical get the first one's caption "
+           "(deduplicated_from, cost_usd 0); the summary says how many requests and dollars "
+           "it saved", ENGINE, action="store_true", default=False),
+    Option("--near-dedupe-distance", "--near-dedupe: bits of the 256-bit thumbnail hash that "
+           "may differ", ENGINE, type=_non_negative_int, default=24, metavar="BITS"),
+    Option("--near-dedupe-seconds", "--near-dedupe: most seconds between two shots of a burst",
+           ENGINE, type=_non_negative_float, default=10.0, metavar="S"),
     Option("--dedupe", "send identical images (same bytes and settings) once per worker process "
            "and reuse the answer", ENGINE, action="bool", default=True),
     Option("--max-cost-usd", "spend cap for the run in USD: each worker process stops sending "

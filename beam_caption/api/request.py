@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,22 +66,27 @@ class RequestSettings:
         }
 
 
-def build_request(settings: RequestSettings, jpeg: bytes, prompt: str | None = None) -> dict:
-    """The chat.completions body for one image: an optional system message, then text and image.
+def as_images(jpeg: bytes | Sequence[bytes]) -> list[bytes]:
+    """One image's JPEG, or a video's keyframes (several JPEGs in one request), as a list."""
+    return [jpeg] if isinstance(jpeg, bytes | bytearray) else list(jpeg)
+
+
+def build_request(settings: RequestSettings, jpeg: bytes | Sequence[bytes],
+                  prompt: str | None = None) -> dict:
+    """The chat.completions body for one image (or a video's frames, in order): an optional
+    system message, then the text and the image(s).
 
     The text comes before the image so that requests share a prefix the provider can cache.
     """
     messages: list[dict[str, Any]] = []
     if settings.system_prompt:
         messages.append({"role": "system", "content": settings.system_prompt})
-    data_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-    messages.append({
-        "role": "user",
-        "content": [
-            {"type": "text", "text": prompt or settings.prompt},
-            {"type": "image_url", "image_url": {"url": data_url, "detail": settings.detail}},
-        ],
-    })
+    content: list[dict[str, Any]] = [{"type": "text", "text": prompt or settings.prompt}]
+    for image in as_images(jpeg):
+        data_url = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
+        content.append({"type": "image_url",
+                        "image_url": {"url": data_url, "detail": settings.detail}})
+    messages.append({"role": "user", "content": content})
     body: dict[str, Any] = {"model": settings.model, "messages": messages,
                             settings.token_param: settings.max_output_tokens}
     if settings.temperature is not None:

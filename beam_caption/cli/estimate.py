@@ -28,6 +28,7 @@ from beam_caption.estimate.bill import (
 )
 from beam_caption.estimate.measure import TokenSpec, token_spec
 from beam_caption.estimate.pipeline import EstimateTokens
+from beam_caption.inputs.library import LibrarySettings, SortLibrary
 from beam_caption.inputs.sources import ExpandInputs, check_inputs
 from beam_caption.options import _positive_int, add_caption_arguments, unknown_beam_flags
 from beam_caption.pipeline.outputs import read_table
@@ -122,12 +123,13 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     check_inputs(list(config.inputs), config.manifest)
     spec = token_spec(prices, config.caption, fetch=config.fetch,
                       max_sides=(*COMPARE_SIDES, args.max_side),
-                      max_pixels=config.prepare.max_pixels)
+                      max_pixels=config.prepare.max_pixels, near=config.near is not None,
+                      near_seconds=config.near.seconds if config.near else 10.0)
     with _work_dir(args.output if not local else None) as work:
         refs = ExpandInputs(list(config.inputs), config.manifest,
                             prompt_column=config.prompt_column)
         tally = run_pipeline(options, refs, spec, args.sample,
-                             FileSystems.join(work, _TALLY_NAME))
+                             FileSystems.join(work, _TALLY_NAME), library=config.library)
     document = bill_document(tally, prices, bill)
     if args.output:
         _write_json(document, FileSystems.join(args.output.rstrip("/"), REPORT_NAME))
@@ -176,13 +178,21 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def run_pipeline(options: PipelineOptions, refs: ExpandInputs, spec: TokenSpec,
-                 sample: int | None, tally_path: str) -> dict[str, Any]:
-    """ExpandInputs -> EstimateTokens -> one JSON file; waits and returns the tally dict."""
+                 sample: int | None, tally_path: str, *,
+                 library: LibrarySettings | None = None) -> dict[str, Any]:
+    """ExpandInputs -> SortLibrary -> EstimateTokens -> one JSON file; waits and returns the
+    tally dict, with the files `run` would skip counted by kind."""
     runner, run_options = pl.make_runner(options)
     p = beam.Pipeline(runner=runner, options=run_options)
-    _ = (p
-         | "ExpandInputs" >> refs
+    files = p | "ExpandInputs" >> refs | "SortLibrary" >> SortLibrary(library)
+    skipped = (files.skipped
+               | "SkippedKinds" >> beam.Map(lambda row: (row["kind"], 1))
+               | "CountKinds" >> beam.CombinePerKey(sum)
+               | "AsDict" >> beam.combiners.ToDict())
+    _ = (files.media
          | "EstimateTokens" >> EstimateTokens(spec, sample)
+         | "WithSkipped" >> beam.Map(lambda t, s: {**t, "skipped": s},
+                                     beam.pvalue.AsSingleton(skipped))
          | "WriteTally" >> beam.Map(_write_json, tally_path))
     p.run().wait_until_finish()
     with FileSystems.open(tally_path) as handle:
@@ -207,11 +217,28 @@ def _variant_rows(lines: Sequence[Mapping[str, Any]], label: str) -> list[list[s
     rows = []
     for ln in lines:
         per_image = ln["input_tokens_per_image"]
-        rows.append([_side(ln["max_side"]) if label == "max_side" else ln["model"],
+        name = f"{ln['provider']}: {ln['model']}" if label == "provider" else ln["model"]
+        rows.append([_side(ln["max_side"]) if label == "max_side" else name,
                      "-" if per_image is None else f"{per_image:,.0f}",
                      format_usd(ln["realtime_usd_per_1000"]), format_usd(ln["batch_usd_per_1000"]),
                      format_usd(ln["realtime_usd"]), format_usd(ln["realtime_usd_worst"])])
     return rows
+
+
+def _library_lines(bill: Mapping[str, Any]) -> list[str]:
+    """A phone library's lines: videos and their keyframes, skipped files, near-duplicates."""
+    out = []
+    if bill.get("videos"):
+        out.append(f"  videos {bill['videos']:,} (among the images), sending "
+                   f"{bill['video_frames']:,} keyframes")
+    if bill.get("skipped"):
+        kinds = ", ".join(f"{k} {n:,}" for k, n in bill["skipped"].items())
+        out.append(f"  skipped {sum(bill['skipped'].values()):,} files, not sent ({kinds})")
+    near = bill.get("near_duplicates")
+    if near is not None:
+        out.append(f"  --near-dedupe: {near['min']:,} to {near['max']:,} requests saved "
+                   "(bursts are told apart by their pictures, which only the run decodes)")
+    return out
 
 
 def format_bill(bill: Mapping[str, Any]) -> str:
@@ -220,7 +247,8 @@ def format_bill(bill: Mapping[str, Any]) -> str:
     images = ch["images"]
     out = [f"beam-caption estimate (no API calls were made): model {bill['model']}, "
            f"max-side {_side(bill['max_side'])}",
-           f"  files {bill['files']:,}: {images:,} images, {bill['unreadable']:,} unreadable"]
+           f"  files {bill['files']:,}: {images:,} images, {bill['unreadable']:,} unreadable",
+           *_library_lines(bill)]
     sample = bill["sample"]
     if sample:
         out.append(f"  sampled: {sample['measured']:,} of {sample['files_total']:,} files measured "
@@ -243,6 +271,10 @@ def format_bill(bill: Mapping[str, Any]) -> str:
     out += ["", text_table([f"model (max-side {_side(bill['max_side'])})", *header],
                            _variant_rows(bill["by_model"], "model"), numbers=True,
                            marks=[ln["model"] == bill["model"] for ln in bill["by_model"]]),
+            "", text_table([f"cheapest of each provider (max-side {_side(bill['max_side'])})",
+                            *header],
+                           _variant_rows(bill["by_provider"], "provider"), numbers=True,
+                           marks=[ln["model"] == bill["model"] for ln in bill["by_provider"]]),
             "", text_table([f"max-side ({bill['model']})", *header],
                            _variant_rows(bill["by_max_side"], "max_side"), numbers=True,
                            marks=[ln["max_side"] == bill["max_side"]

@@ -235,8 +235,10 @@ def _endpoint(args: argparse.Namespace) -> Iterator[str | None]:
     from beam_caption.simulator import running_simulator
 
     with running_simulator() as sim:
-        _LOG.info("simulator listening at %s (captions are synthetic)", sim.base_url)
-        yield sim.base_url
+        # OpenAI's base URL ends in /v1; Anthropic's and Gemini's are the server's root.
+        url = sim.base_url if (args.provider or "openai") == "openai" else sim.root_url
+        _LOG.info("simulator listening at %s (captions are synthetic)", url)
+        yield url
 
 
 def _check_key(config: RunConfig, local: bool) -> None:

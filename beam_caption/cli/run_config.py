@@ -9,9 +9,11 @@ import logging
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_caption.api.providers import DEFAULT_PROVIDER, get_provider
 from beam_caption.api.request import RequestSettings
 from beam_caption.api.structured import BUILT_IN, StructuredSpec, load_spec
 from beam_caption.auth.secrets import secret_version_name
+from beam_caption.batch.formats import inline_wire
 from beam_caption.config import (
     BatchConfig,
     CaptionConfig,
@@ -24,8 +26,10 @@ from beam_caption.engine.settings import EndpointConfig, LimitsConfig
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.fetch import FetchSettings
 from beam_caption.inputs.images import PrepareSettings
+from beam_caption.inputs.library import LibrarySettings
+from beam_caption.inputs.similar import NearSettings
 from beam_caption.layout import run_journal_dir
-from beam_caption.options import DEFAULT_PROMPT
+from beam_caption.options import DEFAULT_PROMPT, DEFAULT_VIDEO_PROMPT
 
 _LOG = logging.getLogger(__name__)
 
@@ -42,8 +46,12 @@ def build_run_config(args: argparse.Namespace, *, workers: int | None,
         raise ConfigError("give at least one --input URI/glob or a --manifest file")
     if args.resume and args.overwrite:
         raise ConfigError("--resume keeps the output and --overwrite replaces it: choose one")
+    if args.near_dedupe and args.mode == "batch":
+        raise ConfigError("--near-dedupe shares answers as they arrive: use it with --mode "
+                          "realtime")
     prepare = PrepareSettings(max_side=args.max_side, jpeg_quality=args.jpeg_quality,
-                              max_pixels=args.max_pixels)
+                              max_pixels=args.max_pixels, location=args.location,
+                              video_frames=args.video_frames)
     fetch = FetchSettings(max_bytes=args.max_download_mb * 1024 * 1024,
                           timeout_s=args.download_timeout, allow_private=args.allow_private_urls)
     output = args.output.rstrip("/")
@@ -54,7 +62,12 @@ def build_run_config(args: argparse.Namespace, *, workers: int | None,
                      overwrite=args.overwrite, prepare=prepare, fetch=fetch, caption=caption,
                      simulate=args.simulate, resume=args.resume,
                      skip_done_in=((output,) if args.resume else ()) + skip,
-                     prompt_column=args.prompt_column, batch=_batch_config(args))
+                     prompt_column=args.prompt_column, batch=_batch_config(args),
+                     library=LibrarySettings(video=args.video,
+                                             live_photo_motion=args.live_photo_motion),
+                     near=(NearSettings(max_distance=args.near_dedupe_distance,
+                                        seconds=args.near_dedupe_seconds)
+                           if args.near_dedupe else None))
 
 
 def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: str, *,
@@ -65,10 +78,14 @@ def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: 
     if args.max_cost_usd and price is None:
         raise ConfigError(f"--max-cost-usd needs a price for {args.model}: name a known model "
                           "with --price-as, or add it with --prices")
-    endpoint = EndpointConfig(base_url=base_url or resolve_base_url(args.base_url),
-                              api_key_env=args.api_key_env, api_key_file=args.api_key_file,
+    provider = getattr(args, "provider", None) or DEFAULT_PROVIDER
+    adapter = get_provider(provider)
+    endpoint = EndpointConfig(base_url=base_url or resolve_base_url(args.base_url, provider),
+                              api_key_env=args.api_key_env or adapter.key_env,
+                              api_key_file=args.api_key_file,
                               api_key_secret=_api_key_secret(args),
-                              request_timeout_s=args.request_timeout or 120.0)
+                              request_timeout_s=args.request_timeout or 120.0,
+                              provider=provider)
     limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
                           workers=_worker_processes(args, workers),
                           max_attempts=args.max_attempts, retry_deadline_s=args.retry_deadline,
@@ -76,14 +93,24 @@ def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: 
                           workers_source="--workers-hint" if args.workers_hint else (
                               "the runner's options" if workers is not None else None))
     run_id = new_run_id()
-    return CaptionConfig(request=_request_settings(args, structured, price), endpoint=endpoint,
+    request = _request_settings(args, structured, price)
+    adapter.check_settings(request)
+    # Through chat completions any vendor's model may be served (a gateway); a native API
+    # serves only its own.
+    if provider != DEFAULT_PROVIDER and price is not None and price.provider != provider \
+            and not args.price_as:
+        _LOG.warning("--model %s is priced as a %s model but --provider is %s: check the "
+                     "model name (or bill it as another with --price-as)", args.model,
+                     price.provider, provider)
+    return CaptionConfig(request=request, endpoint=endpoint,
                          limits=limits, price=price, dedupe=args.dedupe, run_id=run_id,
                          prepare=prepare, max_cost_usd=args.max_cost_usd or None,
                          # Local runs show one live total instead of a line per worker.
                          progress_interval_s=0.0 if control_dir else args.progress_interval,
                          expected_images=expected_images, structured=structured,
                          control_dir=control_dir, interrupt_grace_s=args.interrupt_grace,
-                         journal_dir=run_journal_dir(output, run_id))
+                         journal_dir=run_journal_dir(output, run_id), context=args.context,
+                         video_prompt=args.video_prompt or DEFAULT_VIDEO_PROMPT)
 
 
 # A JSON Schema is a few kilobytes; anything this large is the wrong file.
@@ -156,8 +183,13 @@ def _worker_processes(args: argparse.Namespace, known: int | None) -> int:
 
 
 def _batch_config(args: argparse.Namespace) -> BatchConfig:
+    adapter = get_provider(getattr(args, "provider", None) or DEFAULT_PROVIDER)
+    # Each provider's own batch limits bound the flags (Gemini's inline batches: 20 MB).
     batch = BatchConfig(mode=args.mode, wait=args.wait, poll_interval_s=args.poll_interval,
-                        max_lines=args.batch_max_lines, max_bytes=args.batch_max_bytes)
+                        max_lines=min(args.batch_max_lines, adapter.batch_max_lines),
+                        max_bytes=min(args.batch_max_bytes, adapter.batch_max_bytes))
+    if batch.enabled and adapter.name != DEFAULT_PROVIDER:
+        inline_wire(adapter.name)  # ConfigError for a provider without batch mode
     if batch.enabled and args.max_cost_usd:
         # The cap is enforced by the realtime engine as answers arrive; a batch is paid for
         # whole. `beam-caption estimate` tells the cost before submitting.
