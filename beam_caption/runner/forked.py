@@ -35,6 +35,7 @@ from types import TracebackType
 FORKED_DIR_ENV = "BEAM_CAPTION_FORKED_WORKERS"
 DISABLE_ENV = "BEAM_CAPTION_FORK_WORKERS"  # "0": start every worker from scratch
 READY_PREFIX = "ready-"
+TAKEN_PREFIX = "taken-"  # a claimed worker's socket, renamed (atomic: one handoff wins)
 _REAP_TIMEOUT_S = 10.0
 
 _LOG = logging.getLogger(__name__)
@@ -65,14 +66,24 @@ class ForkedWorkers:
         import beam_caption.runner.worker  # noqa: F401
 
         self.folder = tempfile.mkdtemp(prefix="beam-caption-workers-")
+        listeners: list[socket.socket] = []
+        try:  # every socket first: a path too long for AF_UNIX (a deep TMPDIR) forks nothing
+            for i in range(self.count):
+                listeners.append(_listen(os.path.join(self.folder, f"{READY_PREFIX}{i}.sock")))
+        except OSError as exc:
+            _LOG.debug("worker processes start from scratch: %s", exc)
+            for listener in listeners:
+                listener.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+            return self
         read_fd, self._release_fd = os.pipe()
-        for i in range(self.count):
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(os.path.join(self.folder, f"{READY_PREFIX}{i}.sock"))
-            listener.listen(1)
+        for i, listener in enumerate(listeners):
             pid = os.fork()
             if pid == 0:  # the worker: never returns
                 os.close(self._release_fd)
+                for other in listeners[i + 1:]:
+                    other.close()
                 _wait_for_handoff(listener, read_fd)
             listener.close()
             self.pids.append(pid)
@@ -93,6 +104,18 @@ class ForkedWorkers:
         for pid in self.pids:
             self.statuses[pid] = _reap(pid, deadline)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _listen(path: str) -> socket.socket:
+    """A Unix socket listening at `path` for one handoff."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(1)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 def _reap(pid: int, deadline: float) -> int:

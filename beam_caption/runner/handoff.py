@@ -15,14 +15,15 @@ import signal
 import socket
 import sys
 
-from beam_caption.runner.forked import FORKED_DIR_ENV, READY_PREFIX
+from beam_caption.runner.forked import FORKED_DIR_ENV, READY_PREFIX, TAKEN_PREFIX
 
 
 def claim(folder: str) -> socket.socket | None:
     """A connection to one waiting forked worker of `folder`, claimed by renaming its socket
     (atomic: two handoffs never get the same worker); None when none is left."""
     for path in sorted(glob.glob(os.path.join(folder, f"{READY_PREFIX}*.sock"))):
-        taken = path.replace(READY_PREFIX, f"taken-{os.getpid()}-", 1)
+        # The same length as the ready name: it had to fit AF_UNIX's path limit too.
+        taken = path.replace(READY_PREFIX, TAKEN_PREFIX, 1)
         try:
             os.rename(path, taken)
         except OSError:

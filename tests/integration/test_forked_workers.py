@@ -118,3 +118,23 @@ def test_a_launcher_with_threads_running_forks_nothing() -> None:
     done = subprocess.run([sys.executable, "-c", THREADED], env=_env(), text=True,
                           capture_output=True, timeout=60, check=True)
     assert json.loads(done.stdout) == []
+
+
+def test_a_temp_folder_too_deep_for_unix_sockets_starts_workers_from_scratch(tmp_path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)  # socket paths over AF_UNIX's 108 bytes
+    deep.mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-c", RELEASE, "2"], env=_env(TMPDIR=str(deep)),
+                          text=True, capture_output=True, timeout=60, check=True)
+    report = json.loads(done.stdout)
+    assert report["pids"] == [] and report["sockets"] == [] and not report["env_left"]
+    assert list(deep.iterdir()) == [], "its temporary folder was removed"
+    # The whole command still runs, with workers started from scratch.
+    make_small_photos(tmp_path / "photos", 12)
+    with running_simulator_process(latency_ms=20) as sim:
+        run = subprocess.run(
+            [sys.executable, "-m", "beam_caption", "run", "--input",
+             str(tmp_path / "photos" / "*.jpg"), "--output", str(tmp_path / "out"),
+             "--base-url", sim.base_url, "--direct_num_workers=2"],
+            env=_env(TMPDIR=str(deep)), text=True, capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(read_rows(tmp_path / "out", "captions")) == 12
