@@ -97,6 +97,40 @@ def test_two_caption_transforms_with_different_prompts_each_send_their_own(sim, 
     assert total == pytest.approx(sim.stats()["cost_usd"]["realtime"])
 
 
+def test_two_caption_transforms_on_different_providers_each_pay_their_own(sim, tmp_path,
+                                                                         monkeypatch) -> None:
+    # One pipeline asks OpenAI's API and Anthropic's of the same photos: two engines per process
+    # (the provider is part of the endpoint), two request keys per photo, each photo paid once
+    # per provider, and each table's money is that provider's bill.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-compose")
+    openai = CaptionConfig.create(base_url=sim.base_url, output=str(tmp_path / "openai"))
+    claude = CaptionConfig.create(provider="anthropic", model="claude-haiku-4-5",
+                                  base_url=sim.root_url, output=str(tmp_path / "claude"))
+    assert openai.engine_key() != claude.engine_key()
+    with beam.Pipeline(runner=FnApiRunner(), options=IN_MEMORY) as p:
+        prepared = (p | ExpandInputs([str(ROOT / "samples" / "*.jpg")])
+                    | PrepareImages(PrepareSettings(max_side=512), FetchSettings()))
+        for name, config in (("OpenAI", openai), ("Claude", claude)):
+            captioned = prepared.images | f"Caption{name}" >> CaptionImages(config)
+            _ = ((captioned.captions, captioned.errors)
+                 | f"Write{name}" >> WriteCaptions(str(tmp_path / name.lower()), config))
+    paths = Counter(json.loads(line)["path"]
+                    for line in (tmp_path / "sim.jsonl").read_text().splitlines())
+    assert paths["/v1/chat/completions"] == len(SAMPLES) == paths["/v1/messages"]
+    tables = {}
+    for config, folder in ((openai, "openai"), (claude, "claude")):
+        rows = read_rows(tmp_path / folder, "captions")
+        assert len(rows) == len(SAMPLES) and read_rows(tmp_path / folder, "errors") == []
+        assert all(r["request_key"] == config.request_key(r["image_id"]) for r in rows)
+        tables[folder] = rows
+    keys = {r["request_key"] for rows in tables.values() for r in rows}
+    assert len(keys) == 2 * len(SAMPLES), "another provider is another answer"
+    total = sum(r["cost_usd"] for rows in tables.values() for r in rows)
+    assert total == pytest.approx(sim.stats()["cost_usd"]["realtime"])
+    assert sum(r["cost_usd"] for r in tables["claude"]) != pytest.approx(
+        sum(r["cost_usd"] for r in tables["openai"])), "each priced as its own model"
+
+
 class _FailOnce(beam.DoFn):
     """Raises on its first element, once per flag file: a write step that fails the first time."""
 
