@@ -34,7 +34,6 @@ from beam_caption.inputs.similar import NearSettings
 from beam_caption.layout import run_journal_dir
 from beam_caption.options import (
     DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
     DEFAULT_PROMPT,
     DEFAULT_VIDEO_PROMPT,
 )
@@ -194,7 +193,7 @@ class CaptionConfig:
                        max_cost_usd=self.max_cost_usd, provider=self.endpoint.provider)
 
     @classmethod
-    def create(cls, *, model: str = DEFAULT_MODEL, prompt: str = DEFAULT_PROMPT,
+    def create(cls, *, model: str | None = None, prompt: str = DEFAULT_PROMPT,
                base_url: str | None = None, output: str | None = None,
                max_side: int = 512, max_output_tokens: int = 60, concurrency: int = 0,
                rpm: float = 0.0, tpm: float = 0.0, workers: int = 1,
@@ -211,12 +210,14 @@ class CaptionConfig:
         `tpm` and `max_cost_usd`; `concurrency` 0 sizes the in-flight window from measurements
         (engine/window.py), a number fixes it. `price_as` bills `model` at a known model's price
         (an Azure deployment, a gateway alias). `provider` (openai, anthropic, gemini) is the
-        API spoken; its own key variable (ANTHROPIC_API_KEY, GEMINI_API_KEY) and base URL are
-        the defaults when `api_key_env`/`base_url` are not given. Further RequestSettings
+        API spoken; its own key variable (ANTHROPIC_API_KEY, GEMINI_API_KEY), base URL and
+        model (gpt-5.4-nano, claude-haiku-4-5, gemini-2.5-flash-lite) are the defaults when
+        `api_key_env`/`base_url`/`model` are not given. Further RequestSettings
         fields (system_prompt, detail, temperature, token_param, response_format) pass
         through `request`.
         """
         adapter = get_provider(provider)
+        model = model or adapter.default_model
         if provider != DEFAULT_PROVIDER and api_key_env == "OPENAI_API_KEY":
             api_key_env = adapter.key_env
         price = lookup_price(load_prices(prices), model, price_as=price_as)

@@ -11,6 +11,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from beam_caption import flag_types as ft
+
 DEFAULT_MODEL = "gpt-5.4-nano"
 DEFAULT_PROMPT = "Describe this photo in one sentence."
 DEFAULT_VIDEO_PROMPT = ("These images are frames of one video clip, in time order. Describe the "
@@ -38,58 +40,6 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _concurrency(text: str) -> int:
-    """'auto' (or 0: sized from measurements) or a positive number of requests."""
-    if text.strip().lower() in ("auto", "0"):
-        return 0
-    try:
-        return _positive_int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text}"
-                                         ) from None
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _quality(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 95:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 95, got {text}")
-    return value
-
-
-def _temperature(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 2:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
-    return value
-
 
 INPUT, IMAGE, MODEL, ENDPOINT, ENGINE, BATCH, OUTPUT = (
     "inputs", "image preparation", "model and prompt", "endpoint and key",
@@ -110,17 +60,17 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "addresses (refused by default: URL fetching is made on the user's behalf)", INPUT,
            action="store_true", default=False),
     Option("--max-download-mb", "largest image file read or downloaded, in MB", INPUT,
-           type=_positive_int, default=50, metavar="MB"),
+           type=ft.positive_int, default=50, metavar="MB"),
     Option("--download-timeout", "seconds allowed for one https:// image download", INPUT,
-           type=_non_negative_float, default=30.0, metavar="S"),
+           type=ft.non_negative_float, default=30.0, metavar="S"),
     # image preparation
     Option("--max-side", "shrink images so the longer side is at most this many pixels before "
            "sending (fewer image tokens); 0 sends the original size", IMAGE,
-           type=_non_negative_int, default=512, metavar="PX"),
+           type=ft.non_negative_int, default=512, metavar="PX"),
     Option("--jpeg-quality", "JPEG quality of the re-encoded image sent to the model", IMAGE,
-           type=_quality, default=85, metavar="Q"),
+           type=ft.quality, default=85, metavar="Q"),
     Option("--max-pixels", "decompression-bomb guard: images with more pixels become "
-           "too_many_pixels error rows", IMAGE, type=_positive_int, default=89_478_485,
+           "too_many_pixels error rows", IMAGE, type=ft.positive_int, default=89_478_485,
            metavar="N"),
     Option("--video", "videos (MOV, MP4, ...): keyframes sends evenly spaced frames of each "
            "clip in one request for one caption; skip counts them as skipped",
@@ -129,11 +79,14 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "the same name) as a video too; by default it is skipped, since its still is "
            "captioned", IMAGE, action="bool", default=False),
     Option("--video-frames", "keyframes sent for one video, evenly spaced through the clip; "
-           "billed as that many images", IMAGE, type=_positive_int, default=4, metavar="N"),
+           "billed as that many images (1 to 32)", IMAGE, type=ft.video_frames, default=4,
+           metavar="N"),
     Option("--location", "keep GPS positions: the gps_* columns and the place in --context's "
            "line; --no-location drops both (privacy)", IMAGE, action="bool", default=True),
     # model and prompt
-    Option("--model", "model name as the endpoint knows it", MODEL, default=DEFAULT_MODEL),
+    Option("--model", f"model name as the endpoint knows it (default: {DEFAULT_MODEL}; "
+           "claude-haiku-4-5 with --provider anthropic, gemini-2.5-flash-lite with --provider "
+           "gemini)", MODEL),
     Option("--price-as", "bill --model at this known model's price and image-token rule: for an "
            "Azure deployment or a gateway alias whose name is not in the price table (gateway "
            "prefixes such as openai/ and dated snapshots are recognised without it)", MODEL,
@@ -150,9 +103,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--detail", "image detail level sent to the API (low is cheapest on tile models)",
            MODEL, default="auto", choices=("auto", "low", "high")),
     Option("--max-output-tokens", "cap on the answer's tokens (sent as max_completion_tokens); "
-           "bounds the cost of each caption", MODEL, type=_positive_int, default=60, metavar="N"),
+           "bounds the cost of each caption", MODEL, type=ft.positive_int, default=60, metavar="N"),
     Option("--temperature", "sampling temperature (not sent unless given; reasoning models such "
-           "as gpt-5* and o* accept only their default)", MODEL, type=_temperature),
+           "as gpt-5* and o* accept only their default)", MODEL, type=ft.temperature),
     Option("--schema", "structured answers: a JSON Schema file, or a built-in: tags, objects, "
            "ocr, moderation, alt-text; its top-level properties become typed Parquet columns and "
            "answers that do not validate become schema_mismatch error rows", MODEL,
@@ -184,45 +137,46 @@ RUN_OPTIONS: tuple[Option, ...] = (
     # request engine
     Option("--concurrency", "requests in flight per worker process: 'auto' sizes it from the "
            "measured latency and how fast images are prepared (from 32, between 8 and 512), N "
-           "fixes it; 429s halve it either way", ENGINE, type=_concurrency, default=0,
+           "fixes it; 429s halve it either way", ENGINE, type=ft.concurrency, default=0,
            metavar="auto|N"),
     Option("--rpm", "the account's requests-per-minute limit, shared by all workers (0 = none)",
-           ENGINE, type=_non_negative_float, default=0.0, metavar="N"),
+           ENGINE, type=ft.non_negative_float, default=0.0, metavar="N"),
     Option("--tpm", "the account's tokens-per-minute limit, shared by all workers (0 = none)",
-           ENGINE, type=_non_negative_float, default=0.0, metavar="N"),
+           ENGINE, type=ft.non_negative_float, default=0.0, metavar="N"),
     Option("--rate-limiter", "share --rpm/--tpm across every worker through an Envoy rate-limit "
            "service instead of dividing them: envoy://HOST:PORT[/DOMAIN] (domain default "
            "beam-caption; descriptors limit=rpm with 1 hit per request, limit=tpm with the "
            "request's estimated tokens)", ENGINE, metavar="URL"),
     Option("--workers-hint", "expected number of worker processes, to divide --rpm/--tpm/"
-           "--max-cost-usd; default: from the runner's options", ENGINE, type=_positive_int,
+           "--max-cost-usd; default: from the runner's options", ENGINE, type=ft.positive_int,
            metavar="N"),
     Option("--max-attempts", "attempts per image for retryable failures (429, 5xx, timeouts)",
-           ENGINE, type=_positive_int, default=6, metavar="N"),
+           ENGINE, type=ft.positive_int, default=6, metavar="N"),
     Option("--request-timeout", "seconds allowed for one request before it is retried", ENGINE,
-           type=_non_negative_float, default=120.0, metavar="S"),
+           type=ft.non_negative_float, default=120.0, metavar="S"),
     Option("--retry-deadline", "seconds after an image's first attempt when it stops being retried",
-           ENGINE, type=_non_negative_float, default=900.0, metavar="S"),
+           ENGINE, type=ft.non_negative_float, default=900.0, metavar="S"),
     Option("--near-dedupe", "caption a burst once: photos from the same camera taken seconds "
            "apart whose thumbnails look near-identical get the first one's caption "
            "(deduplicated_from, cost_usd 0); the summary says how many requests and dollars "
            "it saved", ENGINE, action="store_true", default=False),
     Option("--near-dedupe-distance", "--near-dedupe: bits of the 256-bit thumbnail hash that "
-           "may differ", ENGINE, type=_non_negative_int, default=24, metavar="BITS"),
+           "may differ (0 to 256)", ENGINE, type=ft.int_between(0, 256), default=24,
+           metavar="BITS"),
     Option("--near-dedupe-seconds", "--near-dedupe: most seconds between two shots of a burst",
-           ENGINE, type=_non_negative_float, default=10.0, metavar="S"),
+           ENGINE, type=ft.non_negative_float, default=10.0, metavar="S"),
     Option("--dedupe", "send identical images (same bytes and settings) once per worker process "
            "and reuse the answer", ENGINE, action="bool", default=True),
     Option("--max-cost-usd", "spend cap for the run in USD: each worker process stops sending "
            "when its share (cap / expected processes) is spent; unsent images become "
            "budget_exceeded error rows that --resume picks up (0 = no cap)", ENGINE,
-           type=_non_negative_float, default=0.0, metavar="USD"),
+           type=ft.non_negative_float, default=0.0, metavar="USD"),
     Option("--interrupt-grace", "after Ctrl-C (or SIGTERM), seconds that requests already in "
            "flight get to bring their answers home before the run writes what it has and "
-           "stops; a second Ctrl-C stops at once", ENGINE, type=_non_negative_float,
+           "stops; a second Ctrl-C stops at once", ENGINE, type=ft.non_negative_float,
            default=30.0, metavar="S"),
     Option("--progress-interval", "seconds between progress log lines per worker process "
-           "(0 = none)", ENGINE, type=_non_negative_float, default=10.0, metavar="S"),
+           "(0 = none)", ENGINE, type=ft.non_negative_float, default=10.0, metavar="S"),
     Option("--prices", "a JSON price table that overrides or adds models (same shape as "
            "beam_caption/cost/prices.json)", ENGINE, metavar="FILE"),
     # batch mode
@@ -235,12 +189,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--poll-interval", "batch mode: seconds between status checks while batches "
            "progress (the first checks come sooner); the wait doubles while nothing changes, up "
            "to 10 times this", BATCH,
-           type=_positive_float, default=30.0, metavar="S"),
+           type=ft.positive_float, default=30.0, metavar="S"),
     Option("--batch-max-lines", "batch mode: most requests per batch input file (the API's "
-           "limit is 50,000)", BATCH, type=_positive_int, default=50_000, metavar="N"),
+           "limit is 50,000)", BATCH, type=ft.positive_int, default=50_000, metavar="N"),
     Option("--batch-max-bytes", "batch mode: largest batch input file in bytes (the API's limit "
            "is 200 MB; base64 images usually reach it before the line limit)", BATCH,
-           type=_positive_int, default=200_000_000, metavar="BYTES"),
+           type=ft.positive_int, default=200_000_000, metavar="BYTES"),
     # output
     Option("--output", "output directory (local or gs://) for captions-*.parquet, "
            "errors-*.parquet and run-summary.json", OUTPUT, metavar="DIR", required=True),

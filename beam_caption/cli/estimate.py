@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_caption import job as pl
 from beam_caption.auth.gcloud import settle_gcs_credentials
-from beam_caption.cli.run_config import build_run_config
+from beam_caption.cli.run_config import build_run_config, settle_model
 from beam_caption.config import RunConfig
 from beam_caption.cost.pricing import ModelPrice, format_usd, load_prices
 from beam_caption.errors import ConfigError
@@ -28,9 +28,10 @@ from beam_caption.estimate.bill import (
 )
 from beam_caption.estimate.measure import TokenSpec, token_spec
 from beam_caption.estimate.pipeline import EstimateTokens
+from beam_caption.flag_types import positive_int as _positive_int
 from beam_caption.inputs.library import LibrarySettings, SortLibrary
 from beam_caption.inputs.sources import ExpandInputs, check_inputs
-from beam_caption.options import _positive_int, add_caption_arguments, unknown_beam_flags
+from beam_caption.options import add_caption_arguments, unknown_beam_flags
 from beam_caption.pipeline.outputs import read_table
 from beam_caption.report.table import text_table
 
@@ -114,6 +115,7 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     expected_output = args.expected_output_tokens
     if args.output_tokens_from:
         expected_output = measured_output_tokens(args.output_tokens_from)
+    settle_model(args)
     config = run_config(args)
     bill = BillSettings(model=args.model, max_side=args.max_side,
                         expected_output_tokens=expected_output,

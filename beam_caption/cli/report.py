@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from beam_caption.options import _non_negative_int
+from beam_caption.flag_types import non_negative_int as _non_negative_int
 
 DESCRIPTION = """Totals, errors and a photo gallery of a run's output.
 

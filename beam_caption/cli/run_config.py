@@ -34,6 +34,12 @@ from beam_caption.options import DEFAULT_PROMPT, DEFAULT_VIDEO_PROMPT
 _LOG = logging.getLogger(__name__)
 
 
+def settle_model(args: argparse.Namespace) -> None:
+    """--model without a value: the provider's default model (api/providers/)."""
+    if args.model is None:
+        args.model = get_provider(getattr(args, "provider", None) or DEFAULT_PROVIDER).default_model
+
+
 def build_run_config(args: argparse.Namespace, *, workers: int | None,
                      base_url: str | None = None, expected_images: int | None = None,
                      control_dir: str | None = None) -> RunConfig:
@@ -44,6 +50,7 @@ def build_run_config(args: argparse.Namespace, *, workers: int | None,
     """
     if not args.input and not args.manifest:
         raise ConfigError("give at least one --input URI/glob or a --manifest file")
+    settle_model(args)
     if args.resume and args.overwrite:
         raise ConfigError("--resume keeps the output and --overwrite replaces it: choose one")
     if args.near_dedupe and args.mode == "batch":
@@ -99,8 +106,9 @@ def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: 
     # serves only its own.
     if provider != DEFAULT_PROVIDER and price is not None and price.provider != provider \
             and not args.price_as:
-        _LOG.warning("--model %s is priced as a %s model but --provider is %s: check the "
-                     "model name (or bill it as another with --price-as)", args.model,
+        _LOG.warning("--model %s is one of %s's models in the price table, but --provider is "
+                     "%s: check the model name (or bill it as another with --price-as)",
+                     args.model,
                      price.provider, provider)
     return CaptionConfig(request=request, endpoint=endpoint,
                          limits=limits, price=price, dedupe=args.dedupe, run_id=run_id,

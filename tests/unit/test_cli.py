@@ -36,6 +36,12 @@ def test_run_help_documents_every_option_and_has_examples(capsys) -> None:
     (["run", "--output", "x"], "--input"),
     (["run", "--output", "x", "--input", "a", "--no-such-flag", "1"], "--no-such-flag"),
     (["frobnicate"], "invalid choice"),
+    # Values a settings object would refuse with a traceback are refused by the flag itself.
+    (["run", "--output", "x", "--input", "a", "--near-dedupe-distance", "999"],
+     "--near-dedupe-distance: must be between 0 and 256"),
+    (["run", "--output", "x", "--input", "a", "--video-frames", "500"],
+     "--video-frames: must be between 1 and 32"),
+    (["run", "--output", "x", "--input", "a", "--video-frames", "0"], "--video-frames"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
     code, _, err = run(argv, capsys)

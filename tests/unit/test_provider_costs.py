@@ -118,3 +118,24 @@ def test_unknown_provider_and_unsupported_schema_are_config_errors() -> None:
         CaptionConfig.create(provider="nope")
     with pytest.raises(ConfigError, match="schema-mode prompt"):
         CaptionConfig.create(provider="gemini", response_format={"type": "json_object"})
+
+
+@pytest.mark.parametrize(("flags", "model"), [
+    ((), "gpt-5.4-nano"),
+    (("--provider", "anthropic"), "claude-haiku-4-5"),
+    (("--provider", "gemini"), "gemini-2.5-flash-lite"),
+    (("--provider", "gemini", "--model", "gemini-2.5-pro"), "gemini-2.5-pro"),
+])
+def test_without_model_each_provider_uses_its_own_default(flags, model, monkeypatch) -> None:
+    # A GPT model name sent to Anthropic's API would fail every request; the default follows
+    # the provider, on the command line and in the Python API alike.
+    from beam_caption.cli import build_parser
+    from beam_caption.cli.run_config import build_run_config
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    args, _ = build_parser("run").parse_known_args(
+        ["run", "--input", "a.jpg", "--output", "out", *flags])
+    assert build_run_config(args, workers=1).caption.request.model == model
+    provider = dict(zip(flags[::2], flags[1::2], strict=True)).get("--provider", "openai")
+    if "--model" not in flags:
+        assert CaptionConfig.create(provider=provider).request.model == model

@@ -44,6 +44,7 @@ class AnthropicProvider:
 
     name = "anthropic"
     default_base_url = "https://api.anthropic.com"
+    default_model = "claude-haiku-4-5"
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
     # Message Batches: at most 100,000 requests or 256 MB per batch.

@@ -49,6 +49,7 @@ class Provider(Protocol):
 
     name: str
     default_base_url: str  # the provider's own API root, as its official SDK spells it
+    default_model: str  # what --model is without one: the provider's cheapest vision model
     key_env: str  # where its key is looked for by default
     base_url_env: str  # the variable its official SDK reads a base URL from
     batch_max_lines: int  # the Batch API's own limits per batch

@@ -53,6 +53,7 @@ class GeminiProvider:
 
     name = "gemini"
     default_base_url = "https://generativelanguage.googleapis.com"
+    default_model = "gemini-2.5-flash-lite"
     key_env = "GEMINI_API_KEY"
     base_url_env = "GEMINI_BASE_URL"
     # Inline batch requests: the whole batchGenerateContent body is limited to 20 MB; the line

@@ -11,6 +11,7 @@ from beam_caption.api import request as chat_request
 from beam_caption.api import response as chat_response
 from beam_caption.api.request import RequestSettings
 from beam_caption.api.response import ChatResult
+from beam_caption.options import DEFAULT_MODEL
 
 
 class OpenAIProvider:
@@ -18,6 +19,7 @@ class OpenAIProvider:
 
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
+    default_model = DEFAULT_MODEL
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
     batch_max_lines = 50_000
