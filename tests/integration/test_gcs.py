@@ -26,11 +26,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from gcp_storage_emulator.server import create_server
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from beam_caption.simulator import running_simulator
+from tests.fixtures.gcs_emulator import gcs_emulator
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import IN_MEMORY, run_cli
 
@@ -48,23 +48,11 @@ UPLOADS = {"2019/a/photo00000.jpg": 0, "2019/b/photo00001.jpg": 1, "2020/c/d/pho
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A GCS emulator on a free port holding gs://photos; yields the environment that reaches it."""
-    server = create_server("127.0.0.1", 0, in_memory=True)
-    server.start()
-    credentials = tmp_path_factory.mktemp("adc") / "emulator-credentials.json"
-    credentials.write_text(json.dumps({
-        "type": "external_account_authorized_user", "token": "emulator-token",
-        "audience": "//iam.googleapis.com/locations/global/workforcePools/test/providers/test",
-        "token_url": "http://127.0.0.1:9/token"}))  # never called: the token does not expire
-    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{server._api._httpd.server_port}",
-           "GOOGLE_APPLICATION_CREDENTIALS": str(credentials), "NO_GCE_CHECK": "true",
-           "GOOGLE_CLOUD_PROJECT": "test"}
-    with pytest.MonkeyPatch.context() as patch:
+    with gcs_emulator(tmp_path_factory.mktemp("adc")) as (_, env), \
+            pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
-        try:
-            yield env
-        finally:
-            server.stop()
+        yield env
 
 
 @pytest.fixture(scope="module")

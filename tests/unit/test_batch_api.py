@@ -21,9 +21,9 @@ from beam_caption.batch.wire import (
     parse_batch,
     parse_jsonl,
 )
-from beam_caption.engine.loop import LoopThread
 from beam_caption.errors import ConfigError
 from beam_caption.simulator import running_simulator
+from tests.fixtures.app_server import serving
 from tests.integration.simclient import chat_body
 
 
@@ -129,21 +129,8 @@ def _flaky_server(fail_creates: int, fail_gets: int) -> Iterator[tuple[str, dict
     app.router.add_post("/v1/batches", create)
     app.router.add_get("/v1/batches", listing)
     app.router.add_get("/v1/batches/{id}", retrieve)
-    thread = LoopThread("flaky-batch-api")
-
-    async def start() -> tuple[web.AppRunner, int]:
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, runner.addresses[0][1]
-
-    runner, port = thread.run(start(), timeout=10)
-    try:
-        yield f"http://127.0.0.1:{port}/v1", state
-    finally:
-        thread.run(runner.cleanup(), timeout=10)
-        thread.stop()
+    with serving(app, "flaky-batch-api") as url:
+        yield f"{url}/v1", state
 
 
 def test_an_ambiguous_create_finds_its_batch_instead_of_paying_twice() -> None:

@@ -19,8 +19,8 @@ from beam_caption.batch.api import open_client
 from beam_caption.batch.collect import shard_rows
 from beam_caption.batch.formats import inline_wire, request_line
 from beam_caption.config import CaptionConfig
-from beam_caption.engine.loop import LoopThread
 from beam_caption.errors import ConfigError
+from tests.fixtures.app_server import serving
 
 MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
            "content": [{"type": "text", "text": "A boat."}], "stop_reason": "end_turn",
@@ -134,21 +134,8 @@ def _batch_api(statuses: list[int]) -> Iterator[tuple[str, dict[str, Any]]]:
 
     app = web.Application()
     app.router.add_post("/v1/messages/batches", create)
-    thread = LoopThread("anthropic-batch-api")
-
-    async def start() -> tuple[web.AppRunner, int]:
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, runner.addresses[0][1]
-
-    runner, port = thread.run(start(), timeout=10)
-    try:
-        yield f"http://127.0.0.1:{port}", state
-    finally:
-        thread.run(runner.cleanup(), timeout=10)
-        thread.stop()
+    with serving(app, "anthropic-batch-api") as url:
+        yield f"{url}", state
 
 
 def _shard(tmp_path: Path) -> str:
