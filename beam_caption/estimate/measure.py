@@ -96,14 +96,21 @@ def token_spec(prices: Mapping[str, ModelPrice], caption: CaptionConfig, *,
 
 def read_header_size(uri: str, fetch: FetchSettings, max_pixels: int) -> ImageHeader:
     """The displayed size and kind of the image at `uri`, from its header; raises ImageError
-    with a code.
+    with a code (see read_header)."""
+    return read_header(uri, fetch, max_pixels)[0]
+
+
+def read_header(uri: str, fetch: FetchSettings, max_pixels: int) -> tuple[ImageHeader, bytes]:
+    """(the header of the image at `uri`, the bytes read for it); raises ImageError with a code.
 
     Local, gs:// and s3:// files: only a prefix is read (the whole file if the header does not
     fit). https:// URLs are fetched whole by the guarded fetcher (no range requests). Files the
-    run would refuse (too_large, too_many_pixels) get the same codes here.
+    run would refuse (too_large, too_many_pixels) get the same codes here. The bytes serve
+    read_meta too, so an image is read once.
     """
     if is_url(uri):
-        header = image_header(read_image_bytes(uri, fetch), uri)
+        head = read_image_bytes(uri, fetch)
+        header = image_header(head, uri)
     else:
         head, size = _read_prefix(uri, fetch)
         if size is not None and size > fetch.max_bytes:
@@ -114,12 +121,13 @@ def read_header_size(uri: str, fetch: FetchSettings, max_pixels: int) -> ImageHe
         except ImageError as exc:
             if exc.code != "decode_error" or len(head) < HEADER_PREFIX_BYTES:
                 raise  # the prefix was the whole file: the error is real
-            header = image_header(read_uri_bytes(uri, max_bytes=fetch.max_bytes), uri)
+            head = read_uri_bytes(uri, max_bytes=fetch.max_bytes)
+            header = image_header(head, uri)
     width, height = header.width, header.height
     if width * height > max_pixels:
         raise ImageError("too_many_pixels", f"image has {width * height} pixels ({width}x"
                          f"{height}), above the cap of {max_pixels}")
-    return header
+    return header, head
 
 
 def _read_prefix(uri: str, fetch: FetchSettings) -> tuple[bytes, int | None]:
@@ -169,9 +177,9 @@ def measure(ref: ImageRef, spec: TokenSpec) -> Measured:
         if video:
             header, meta = read_video_size(ref.uri, spec.fetch)
         else:
-            header = read_header_size(ref.uri, spec.fetch, spec.max_pixels)
+            header, head = read_header(ref.uri, spec.fetch, spec.max_pixels)
             if spec.near or spec.caption.context != "none":
-                meta = read_meta(ref.uri, spec.fetch)
+                meta = read_meta(ref.uri, spec.fetch, head)
     except ImageError as exc:
         return Measured(ref.uri, code=exc.code)
     if meta is not None:  # as prepare_image and prepare_video complete and trim it
@@ -207,12 +215,11 @@ def read_video_size(uri: str, fetch: FetchSettings) -> tuple[ImageHeader, PhotoM
     return ImageHeader(found.width, found.height, False), found.meta
 
 
-def read_meta(uri: str, fetch: FetchSettings) -> PhotoMeta:
-    """A photo's EXIF facts from its header, for --context's line and --near-dedupe's range
-    (a second read of the prefix: only with those flags)."""
-    head = read_image_bytes(uri, fetch) if is_url(uri) else _read_prefix(uri, fetch)[0]
+def read_meta(uri: str, fetch: FetchSettings, head: bytes) -> PhotoMeta:
+    """A photo's EXIF facts for --context's line and --near-dedupe's range, from `head` (the
+    bytes read_header read); the whole file only when the EXIF lies past them (a large HEIC)."""
     try:
         return header_meta(head)
-    except ImageError:  # the header is past the prefix (a large HEIC): read it all
+    except ImageError:
         return header_meta(read_image_bytes(uri, fetch) if is_url(uri)
                            else read_uri_bytes(uri, max_bytes=fetch.max_bytes))
