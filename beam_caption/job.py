@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import (
 
 from beam_caption.batch.pipeline import submit_batches
 from beam_caption.config import RunConfig
-from beam_caption.inputs.library import SortLibrary
+from beam_caption.inputs.library import LOCAL_BUCKETS, SortLibrary
 from beam_caption.inputs.sources import ExpandInputs
 from beam_caption.pipeline.caption import CaptionImages
 from beam_caption.pipeline.near_dedupe import GroupNearDuplicates, ShareCaptions
@@ -84,7 +84,7 @@ def _caption(images: beam.PCollection, config: RunConfig,
 def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
                    answered: tuple[AnswerSources, ...] = (), carry: AnswerSources | None = None,
                    supersede: tuple[str, ...] = (), journals: tuple[str, ...] = (),
-                   checkpoint: bool = True) -> beam.PCollection:
+                   checkpoint: bool = True, local: bool = False) -> beam.PCollection:
     """Add the whole caption job to `pipeline`; returns the summary-path PCollection
     (in batch mode: the run id, once its batches are submitted).
 
@@ -92,13 +92,15 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
     `carry`: the resumed output, whose journal rows and billed error rows this run writes again;
     `supersede`: earlier error files, deleted once this run's files are written;
     `journals`: earlier runs' journals to delete then (this run's own always goes);
-    `checkpoint`: a Reshuffle after the paid calls (runners that retry fused bundles).
+    `checkpoint`: a Reshuffle after the paid calls (runners that retry fused bundles);
+    `local`: the job runs on this machine (the FnApiRunner), which groups in fewer, fuller packs.
     """
     run_id = config.caption.run_id
     refs = pipeline | "ExpandInputs" >> ExpandInputs(list(config.inputs), config.manifest,
                                                      prompt_column=config.prompt_column)
     # Sidecars, system files and Live Photo motion parts are counted, not sent.
-    library = refs | "SortLibrary" >> SortLibrary(config.library)
+    library = refs | "SortLibrary" >> SortLibrary(
+        config.library, buckets=LOCAL_BUCKETS if local else None)
     refs = library.media
     if answered:
         refs = refs | "SkipDone" >> SkipDone(answered, config.fetch, config.caption)
@@ -115,8 +117,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
         carried = pipeline | "CarriedRows" >> CarriedRows(carry)
         captions.append(carried.captions)
         errors.append(carried.errors)
-    return ((tuple(captions) | "AllCaptions" >> beam.Flatten(),
-             tuple(errors) | "AllErrors" >> beam.Flatten(),
-             tuple(notes) | "AllNotes" >> beam.Flatten())
+    # Branches, not Flattens: WriteCaptions writes and tallies each where its rows are.
+    return ((tuple(captions), tuple(errors), tuple(notes))
             | "WriteCaptions" >> WriteCaptions(config.output, config.caption,
                                                supersede=supersede, journals=journals))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateLimitInfo:
     """What the `x-ratelimit-*` headers said; None where a header was absent or unreadable."""
 

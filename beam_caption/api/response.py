@@ -63,7 +63,7 @@ _TYPE_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
 _HTML_NOTE = "(an HTML page from a proxy or web server, not the API)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChatResult:
     """A parsed successful answer."""
 

@@ -29,7 +29,7 @@ from beam_caption.estimate.bill import (
 from beam_caption.estimate.measure import TokenSpec, token_spec
 from beam_caption.estimate.pipeline import EstimateTokens
 from beam_caption.flag_types import positive_int as _positive_int
-from beam_caption.inputs.library import LibrarySettings, SortLibrary
+from beam_caption.inputs.library import LOCAL_BUCKETS, LibrarySettings, SortLibrary
 from beam_caption.inputs.sources import ExpandInputs, check_inputs
 from beam_caption.options import add_caption_arguments, unknown_beam_flags
 from beam_caption.pipeline.outputs import read_table
@@ -186,7 +186,8 @@ def run_pipeline(options: PipelineOptions, refs: ExpandInputs, spec: TokenSpec,
     tally dict, with the files `run` would skip counted by kind."""
     runner, run_options = pl.make_runner(options)
     p = beam.Pipeline(runner=runner, options=run_options)
-    files = p | "ExpandInputs" >> refs | "SortLibrary" >> SortLibrary(library)
+    buckets = LOCAL_BUCKETS if pl.is_local(options) else None
+    files = p | "ExpandInputs" >> refs | "SortLibrary" >> SortLibrary(library, buckets=buckets)
     skipped = (files.skipped
                | "SkippedKinds" >> beam.Map(lambda row: (row["kind"], 1))
                | "CountKinds" >> beam.CombinePerKey(sum)

@@ -194,7 +194,7 @@ def _run(job: _Job, options: PipelineOptions, live: LiveProgress | None) -> int:
     p = beam.Pipeline(runner=runner, options=run_options)
     pl.build_pipeline(p, config, answered=job.answered, carry=job.carry,
                       supersede=job.supersede, journals=job.journals,
-                      checkpoint=live is None)
+                      checkpoint=live is None, local=live is not None)
     _LOG.info("run %s: model %s, endpoint %s, output %s", config.caption.run_id,
               config.caption.request.model, config.caption.endpoint.base_url, config.output)
     if config.batch.enabled:

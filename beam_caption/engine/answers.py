@@ -27,17 +27,23 @@ class Outcome(Protocol):
     def carries_answer(self) -> bool:
         """True when the provider answered and billed."""
 
+    def remembered(self) -> Outcome:
+        """The outcome as it is kept: what a copy's row needs, nothing more."""
+
 
 CaptionOutcome = TypeVar("CaptionOutcome", bound=Outcome)
 
-# About 1.5 KB per remembered answer: 30 MB at most per worker process and run.
+# About 0.8 KB per remembered answer (a caption, its usage, two strings and a key, measured):
+# 16 MB at most per worker process and run.
 DEFAULT_CAPACITY = 20_000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     uri: str
-    future: asyncio.Future[CaptionOutcome]
+    # While the first copy is in flight; then only its outcome is kept (a future is 150 bytes).
+    future: asyncio.Future[CaptionOutcome] | None
+    outcome: CaptionOutcome | None = None
 
 
 class AnswerMemory:
@@ -59,22 +65,28 @@ class AnswerMemory:
         earlier = self._entries.get(key)
         if earlier is not None:
             self._entries.move_to_end(key)
-            outcome = await _wait_for(earlier.future)
+            outcome = earlier.outcome
+            if outcome is None and earlier.future is not None:
+                outcome = await _wait_for(earlier.future)
             if outcome is not None and outcome.carries_answer:
                 return _reuse(outcome, earlier.uri, uri)
             # The first copy got no answer: this copy is a chance of its own.
             return await send()
-        entry = _Entry(uri, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[CaptionOutcome] = asyncio.get_running_loop().create_future()
+        entry = _Entry(uri, future)
         self._entries[key] = entry
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
         try:
             outcome = await send()
         except BaseException:
-            entry.future.cancel()  # copies waiting on it send on their own
+            future.cancel()  # copies waiting on it send on their own
+            entry.future = None
             self._forget(key, entry)
             raise
-        entry.future.set_result(outcome)
+        kept = outcome.remembered()
+        future.set_result(kept)  # copies already waiting hold the future itself
+        entry.future, entry.outcome = None, kept
         if not outcome.carries_answer:
             self._forget(key, entry)
         return outcome

@@ -4,14 +4,17 @@ belongs to it, not to the engine) and its outcome (an answer, or the error that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from beam_caption.api.errors import ApiError
+from beam_caption.api.ratelimits import RateLimitInfo
 from beam_caption.api.response import ChatResult
 from beam_caption.api.retry import is_retryable
 from beam_caption.cost.pricing import ModelPrice
 from beam_caption.engine.run_state import RunState
 from beam_caption.engine.stop import StopReason
+
+NO_RATE_LIMITS = RateLimitInfo()
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class CaptionJob:
     url: str | None = None  # where the body goes (None: the endpoint's chat-completions URL)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CaptionOutcome:
     """How a job ended: an answer or the error that ended it, what it took and what it cost."""
 
@@ -50,3 +53,10 @@ class CaptionOutcome:
             return True
         error = self.error
         return error is not None and error.usage is not None and not is_retryable(error)
+
+    def remembered(self) -> CaptionOutcome:
+        """This outcome as the answer memory keeps it: without the response's rate-limit
+        headers, which only pace the request that received them (a quarter of its size)."""
+        if self.result is None or self.result.rate_limits == NO_RATE_LIMITS:
+            return self
+        return replace(self, result=replace(self.result, rate_limits=NO_RATE_LIMITS))

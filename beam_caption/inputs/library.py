@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_caption.inputs import kinds
 from beam_caption.inputs.fetch import is_url
@@ -102,32 +106,87 @@ def read_sidecar(uri: str) -> bytes | None:
         return None
 
 
+# Neighbours are packed per bundle before they are grouped, so the runner moves and holds one
+# opaque element per pack instead of one ImageRef per file (the local runner holds every
+# element of a grouping in the launcher's memory, decoded: ~3 KB per file).
+_PACK = 32
+# Buckets for a local run: few enough that packs fill up, enough to deal them out evenly to
+# the worker processes (the local runner hands out keys round-robin).
+LOCAL_BUCKETS = 1024
+
+
+class _PackNeighbours(beam.DoFn):
+    """ImageRefs -> (group, pickled refs): a file's group is its folder and stem, or with
+    `buckets` that key's bucket (neighbours always share it)."""
+
+    def __init__(self, buckets: int | None) -> None:
+        self._buckets = buckets
+        self._packs: dict[str, list[ImageRef]] = {}
+
+    def start_bundle(self) -> None:
+        """A bundle starts with nothing packed."""
+        self._packs = {}
+
+    def process(self, ref: ImageRef) -> Iterator[tuple[str, bytes]]:
+        """Add `ref` to its group's pack; yield the pack once it is full."""
+        group = kinds.group_key(ref.uri)
+        if self._buckets is not None:
+            group = str(zlib.crc32(group.encode("utf-8")) % self._buckets)
+        pack = self._packs.setdefault(group, [])
+        pack.append(ref)
+        if len(pack) >= _PACK:
+            yield group, _pack(self._packs.pop(group))
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        """Every partial pack: each ref leaves the bundle it came in."""
+        packs, self._packs = self._packs, {}
+        for group, refs in packs.items():
+            yield GlobalWindows.windowed_value((group, _pack(refs)))
+
+
+def _pack(refs: list[ImageRef]) -> bytes:
+    return pickle.dumps(refs, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class _SortGroupFn(beam.DoFn):
     def __init__(self, settings: LibrarySettings) -> None:
         self._settings = settings
 
-    def process(self, element: tuple[str, list[ImageRef]]) -> Iterator[Any]:
-        """Yield refs to send, and skipped rows tagged SKIPPED."""
-        _, refs = element
-        ordered = sorted(refs, key=lambda ref: ref.uri)  # the same output in every run
-        for item in sort_group(ordered, self._settings, read_sidecar):
-            if isinstance(item, kinds.Skipped):
-                yield beam.pvalue.TaggedOutput(SKIPPED, {"uri": item.uri, "kind": item.kind})
-            else:
-                yield item
+    def process(self, element: tuple[str, list[bytes]]) -> Iterator[Any]:
+        """Yield refs to send, and skipped rows tagged SKIPPED, group by group."""
+        _, packs = element
+        groups: dict[str, list[ImageRef]] = {}
+        for packed in packs:
+            for ref in pickle.loads(packed):
+                groups.setdefault(kinds.group_key(ref.uri), []).append(ref)
+        for key in sorted(groups):
+            ordered = sorted(groups[key], key=lambda ref: ref.uri)  # the same output every run
+            for item in sort_group(ordered, self._settings, read_sidecar):
+                if isinstance(item, kinds.Skipped):
+                    yield beam.pvalue.TaggedOutput(SKIPPED, {"uri": item.uri, "kind": item.kind})
+                else:
+                    yield item
 
 
 class SortLibrary(beam.PTransform):
-    """PCollection[ImageRef] -> SortedLibrary(media refs, skipped rows {"uri", "kind"})."""
+    """PCollection[ImageRef] -> SortedLibrary(media refs, skipped rows {"uri", "kind"}).
 
-    def __init__(self, settings: LibrarySettings | None = None) -> None:
+    `buckets`: None groups by folder and stem (one key per group: the most parallel, for
+    Dataflow); a number groups that many buckets of them (a local run: fewer, fuller packs).
+    """
+
+    def __init__(self, settings: LibrarySettings | None = None, *,
+                 buckets: int | None = None) -> None:
         super().__init__()
+        if buckets is not None and buckets < 1:
+            raise ValueError(f"buckets must be at least 1, got {buckets}")
         self._settings = settings or LibrarySettings()
+        self._buckets = buckets
 
     def expand(self, refs: beam.PCollection) -> SortedLibrary:
-        """Key by folder and stem, group the neighbours, sort each group."""
+        """Pack by folder and stem, group the neighbours, sort each group."""
         result = (refs
-                  | "KeyByStem" >> beam.Map(lambda ref: (kinds.group_key(ref.uri), ref))
+                  | "KeyByStem" >> beam.ParDo(_PackNeighbours(self._buckets))
                   | "GroupNeighbours" >> beam.GroupByKey()
                   | "SortGroups" >> beam.ParDo(_SortGroupFn(self._settings)).with_outputs(
                       SKIPPED, main="media"))

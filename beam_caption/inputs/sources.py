@@ -25,6 +25,7 @@ from beam_caption.inputs.listers import Entry
 from beam_caption.inputs.listing import Part, first_match, list_part, split
 from beam_caption.inputs.manifest import ReadManifest, inspect_manifest, iter_manifest
 from beam_caption.inputs.refs import ImageRef
+from beam_caption.inputs.spread import SpreadRefs
 
 __all__ = ["ExpandInputs", "ImageRef", "InputTally", "check_inputs", "count_inputs",
            "normalize_pattern", "tally_inputs"]
@@ -193,8 +194,9 @@ class _SplitListing(beam.DoFn):
 class ExpandInputs(beam.PTransform):
     """PBegin -> PCollection[ImageRef]: globs, http(s) URLs and a manifest, then a Reshuffle.
 
-    Identical URIs are kept (deduplication is by content, later). The Reshuffle breaks fusion so
-    a runner spreads the images over workers instead of keeping them where they were listed.
+    Identical URIs are kept (deduplication is by content, later). The Reshuffle (in packed
+    chunks, inputs/spread.py) breaks fusion so a runner spreads the images over workers instead
+    of keeping them where they were listed.
     """
 
     def __init__(self, inputs: Iterable[str], manifest: str | None = None, *,
@@ -231,4 +233,4 @@ class ExpandInputs(beam.PTransform):
         if self._manifest:
             branches.append(pbegin | "ReadManifest" >> ReadManifest(self._manifest))
         merged = tuple(branches) | "Merge" >> beam.Flatten()
-        return merged | "Reshuffle" >> beam.Reshuffle()
+        return merged | "Reshuffle" >> SpreadRefs()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import heapq
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -110,6 +112,34 @@ def read_table(output: str, table: str) -> Any:
     return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
+def first_rows(output: str, table: str, columns: list[str], count: int,
+               order_by: str = "uri") -> list[dict[str, Any]]:
+    """The `count` rows of `table` with the smallest `order_by`, only `columns`, read in
+    batches: memory stays flat however many rows the table holds (reading it whole to show
+    eight rows took ~6 KB of launcher memory per row)."""
+    best: list[dict[str, Any]] = []
+    for batch in _batches(output, table, columns, required=order_by):
+        best = heapq.nsmallest(count, [*best, *batch.to_pylist()],
+                               key=lambda row: row[order_by] or "")
+    return best
+
+
+def _batches(output: str, table: str, columns: list[str], required: str | None = None
+             ) -> Iterator[Any]:
+    """Record batches of `columns` (those a file has) from every `table` file in `output`;
+    files without the `required` column (or any of `columns`) are passed over."""
+    paths = []
+    for result in FileSystems.match([FileSystems.join(output, f"{table}-*.parquet")]):
+        paths.extend(meta.path for meta in result.metadata_list)
+    for path in sorted(paths):
+        with FileSystems.open(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            wanted = [c for c in columns if c in parquet.schema_arrow.names]
+            if not wanted or (required is not None and required not in wanted):
+                continue
+            yield from parquet.iter_batches(batch_size=8192, columns=wanted)
+
+
 def unfolded_journal_rows(output: str, captions: Any, errors: Any
                           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(caption rows, error rows) that an interrupted run journaled and no table holds yet,
@@ -133,9 +163,8 @@ def unfolded_journal_rows(output: str, captions: Any, errors: Any
 
 def stop_message(output: str) -> str:
     """The reason an early-stopped run gave, from its error rows."""
-    errors = read_table(output, "errors")
-    if errors is not None:
-        for message in errors.column("message").to_pylist():
+    for batch in _batches(output, "errors", ["message"]):
+        for message in batch.column("message").to_pylist():
             if message and message.startswith("not sent: "):
                 return message.removeprefix("not sent: ")
     return "see errors-*.parquet"
@@ -159,18 +188,17 @@ def print_preview(output: str, summary: dict[str, Any], rows: int = 8) -> None:
     if near.get("requests_saved"):
         print(f"--near-dedupe: {near['requests_saved']} requests saved "
               f"(${near.get('usd_saved') or 0:.6f})")
-    table = read_table(output, "captions")
-    if table is None or table.num_rows == 0:
-        return
-    table = table.sort_by("uri").slice(0, rows)
     shown = [("uri", 28), ("caption", 70), ("prompt_tokens", 13), ("completion_tokens", 17),
              ("cost_usd", 10)]
+    first = first_rows(output, "captions", [name for name, _ in shown], rows)
+    if not first:
+        return
     lines = [" | ".join(name.ljust(width) for name, width in shown)]
     lines.append("-+-".join("-" * width for _, width in shown))
-    for row in table.to_pylist():
+    for row in first:
         cells = []
         for name, width in shown:
-            value = row[name]
+            value = row.get(name)
             if name == "uri":
                 value = str(value).rsplit("/", 1)[-1]
             elif name == "cost_usd" and value is not None:

@@ -20,7 +20,7 @@ from beam_caption.pipeline.schema import (
     ERRORS_SCHEMA,
     captions_schema,
 )
-from beam_caption.pipeline.summary import SummaryFn, write_summary
+from beam_caption.pipeline.summary import MergeTalliesFn, TallyFn, write_summary
 
 
 def _write_summary(summary: dict[str, Any], output: str, run_info: dict[str, Any],
@@ -72,27 +72,33 @@ class WriteCaptions(beam.PTransform):
         self._supersede = supersede
         self._journals = journals
 
-    def expand(self, pcolls: tuple[beam.PCollection, ...]) -> beam.PCollection:
+    def expand(self, pcolls: tuple[Any, ...]) -> beam.PCollection:
         """`(captions, errors[, notes]) | WriteCaptions(...)`; returns the summary path.
 
+        Each of the three may be one PCollection or a tuple of them (branches: e.g. the captions
+        CaptionImages made and those --near-dedupe shared). Branches are written and tallied
+        each where its rows are, never flattened first: the local runner materializes every
+        Flatten of more than one input, which sent every row through the launcher's memory.
         `notes`: ("skipped", {"uri", "kind"}) for files not sent (inputs/library.py) and
         ("saved", {"usd"}) for --near-dedupe's followers, counted in the summary only."""
-        captions, errors = pcolls[0], pcolls[1]
+        captions, errors = _branches(pcolls[0]), _branches(pcolls[1])
+        notes = _branches(pcolls[2]) if len(pcolls) > 2 else ()
         # Shard names carry the run id, so a resumed run adds files beside the earlier ones and
         # a glob over captions-*.parquet still reads one table.
-        run_id = self._run_info["run_id"]
-        caption_files = captions | "WriteCaptionsParquet" >> beam.io.WriteToParquet(
-            FileSystems.join(self._output, f"captions-{run_id}"), self._schema,
-            codec="zstd", file_name_suffix=".parquet")
-        error_files = errors | "WriteErrorsParquet" >> beam.io.WriteToParquet(
-            FileSystems.join(self._output, f"errors-{run_id}"), ERRORS_SCHEMA,
-            codec="zstd", file_name_suffix=".parquet")
-        branches = [captions | "TagCaptions" >> beam.Map(lambda row: ("caption", row)),
-                    errors | "TagErrors" >> beam.Map(lambda row: ("error", row))]
-        if len(pcolls) > 2:
-            branches.append(pcolls[2])
-        tagged = tuple(branches) | "AllRows" >> beam.Flatten()
-        summary = tagged | "Summarize" >> beam.CombineGlobally(SummaryFn(run_id))
+        caption_files = self._write(captions, "captions", self._schema)
+        error_files = self._write(errors, "errors", ERRORS_SCHEMA)
+        tallies = []
+        for kind, branches in (("caption", captions), ("error", errors)):
+            for i, branch in enumerate(branches):
+                name = f"{kind.title()}s{_nth(i)}"
+                tallies.append(branch
+                               | f"Tag{name}" >> beam.Map(lambda row, k=kind: (k, row))
+                               | f"Tally{name}" >> beam.CombineGlobally(TallyFn(self._run_id)))
+        for i, branch in enumerate(notes):
+            tallies.append(branch | f"TallyNotes{_nth(i)}" >> beam.CombineGlobally(
+                TallyFn(self._run_id)))
+        summary = (tuple(tallies) | "AllTallies" >> beam.Flatten()
+                   | "Summarize" >> beam.CombineGlobally(MergeTalliesFn()))
         written = summary | "WriteSummary" >> beam.Map(
             _write_summary, self._output, self._run_info,
             beam.pvalue.AsList(caption_files), beam.pvalue.AsList(error_files))
@@ -100,3 +106,34 @@ class WriteCaptions(beam.PTransform):
             return written
         return written | "DropSupersededFiles" >> beam.Map(
             _delete_files, self._supersede, self._output, self._journals)
+
+    @property
+    def _run_id(self) -> str:
+        return self._run_info["run_id"]
+
+    def _write(self, branches: tuple[beam.PCollection, ...], table: str,
+               schema: pa.Schema) -> beam.PCollection:
+        """Write each branch as `table`-<run id>[-<n>]-*.parquet; the written paths."""
+        written = []
+        for i, branch in enumerate(branches):
+            write = beam.io.WriteToParquet(
+                FileSystems.join(self._output, f"{table}-{self._run_id}{_nth(i, '-')}"),
+                schema, codec="zstd", file_name_suffix=".parquet")
+            if i:
+                # The first branch makes an empty file when there are no rows at all (the
+                # table's schema is then still there to read); the others make none.
+                write._sink.skip_if_empty = True  # WriteToParquet exposes no flag for it
+            written.append(branch | f"Write{table.title()}Parquet{_nth(i)}" >> write)
+        if len(written) == 1:
+            return written[0]
+        return tuple(written) | f"All{table.title()}Files" >> beam.Flatten()
+
+
+def _branches(pcolls: Any) -> tuple[beam.PCollection, ...]:
+    """One PCollection or several, as a tuple."""
+    return tuple(pcolls) if isinstance(pcolls, (tuple, list)) else (pcolls,)
+
+
+def _nth(i: int, separator: str = "") -> str:
+    """'' for the first branch (its names are the historic ones), then '<separator>2', ..."""
+    return "" if i == 0 else f"{separator}{i + 1}"

@@ -290,8 +290,9 @@ def test_the_paid_calls_are_checkpointed_before_the_writes(photos: Path, tmp_pat
     assert "beam:transform:group_by_key:v1" in subtransform_urns(pipeline, checkpoint)
     [caption] = transforms_named(pipeline, "CaptionImages/Caption")
     assert set(caption.outputs.values()) & set(checkpoint.inputs.values())
-    [flatten] = transforms_named(pipeline, "AllCaptions")
-    assert set(flatten.inputs.values()) == set(checkpoint.outputs.values())
+    # The checkpointed rows are what the Parquet write reads (no Flatten between: one branch).
+    [write] = transforms_named(pipeline, "WriteCaptions/WriteCaptionsParquet")
+    assert set(write.inputs.values()) == set(checkpoint.outputs.values())
 
 
 def test_a_spend_cap_needs_a_known_number_of_worker_processes(photos: Path, tmp_path: Path,

@@ -73,3 +73,41 @@ def test_the_memory_is_bounded_oldest_first() -> None:
     (_, _, _, again), sent, memory = _run(("k1", "/1"), ("k2", "/2"), ("k3", "/3"), ("k1", "/1"))
     assert len(memory) <= 2
     assert sent == 4 and not again.redelivered, "k1 was forgotten to make room"
+
+
+def test_the_memory_keeps_what_a_copy_needs_and_no_more() -> None:
+    limited = CaptionOutcome(result=ChatResult("A cat.", "stop", "req-1", "m", Usage(100, 10, 110),
+                                               RateLimitInfo(remaining_requests=5)),
+                             attempts=2, latency_ms=250.0, cost_usd=3e-5)
+
+    async def go():
+        memory, endpoint = AnswerMemory(), Endpoint(limited)
+        first = await memory.answer("k", "/a.jpg", endpoint.send)
+        again = await memory.answer("k", "/a.jpg", endpoint.send)
+        return first, again, memory, endpoint.sent
+
+    first, again, memory, sent = asyncio.run(go())
+    assert sent == 1
+    assert first is limited, "the request that paid gets its own outcome, headers and all"
+    # The copy's row is the same; only the rate-limit headers (pacing, not rows) are dropped.
+    assert again.result.rate_limits == RateLimitInfo()
+    assert (again.result.caption, again.result.usage, again.result.request_id, again.cost_usd,
+            again.attempts, again.latency_ms) == ("A cat.", Usage(100, 10, 110), "req-1", 3e-5,
+                                                  2, 250.0)
+    [entry] = memory._entries.values()
+    assert entry.future is None and entry.outcome is not None, "a finished entry holds no future"
+
+
+def test_a_cancelled_first_copy_lets_the_waiting_copy_send() -> None:
+    async def go():
+        memory, endpoint = AnswerMemory(), Endpoint(ANSWER)
+        first = asyncio.create_task(memory.answer("k", "/a.jpg", endpoint.send))
+        await asyncio.sleep(0)
+        copy = asyncio.create_task(memory.answer("k", "/b.jpg", endpoint.send))
+        await asyncio.sleep(0)
+        first.cancel()
+        outcome = await copy
+        return outcome, endpoint.sent, len(memory)
+
+    outcome, sent, kept = asyncio.run(go())
+    assert outcome == ANSWER and sent == 2 and kept == 0
