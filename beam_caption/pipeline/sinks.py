@@ -113,11 +113,15 @@ class WriteCaptions(beam.PTransform):
 
     def _write(self, branches: tuple[beam.PCollection, ...], table: str,
                schema: pa.Schema) -> beam.PCollection:
-        """Write each branch as `table`-<run id>[-<n>]-*.parquet; the written paths."""
+        """Write branch n as `table`-[part<n>-]<run id>-*.parquet; the written paths.
+
+        The branch goes before the run id: Beam deletes whatever matches a sink's own
+        "<prefix>-*-of-<shards>" before it finalizes, so a prefix that extended another
+        (`captions-<run>-2`) lost its files to the first branch's clean-up."""
         written = []
         for i, branch in enumerate(branches):
             write = beam.io.WriteToParquet(
-                FileSystems.join(self._output, f"{table}-{self._run_id}{_nth(i, '-')}"),
+                FileSystems.join(self._output, f"{table}-{_nth(i, 'part')}{self._run_id}"),
                 schema, codec="zstd", file_name_suffix=".parquet")
             if i:
                 # The first branch makes an empty file when there are no rows at all (the
@@ -134,6 +138,9 @@ def _branches(pcolls: Any) -> tuple[beam.PCollection, ...]:
     return tuple(pcolls) if isinstance(pcolls, (tuple, list)) else (pcolls,)
 
 
-def _nth(i: int, separator: str = "") -> str:
-    """'' for the first branch (its names are the historic ones), then '<separator>2', ..."""
-    return "" if i == 0 else f"{separator}{i + 1}"
+def _nth(i: int, word: str = "") -> str:
+    """'' for the first branch (its names are the historic ones), then '2', '3', ... (with
+    `word`: 'part2-', 'part3-', ...)."""
+    if i == 0:
+        return ""
+    return f"{word}{i + 1}-" if word else str(i + 1)

@@ -63,6 +63,10 @@ def test_branches_make_one_table_and_one_summary(tmp_path: Path) -> None:
     # The empty third error branch made no file; each other branch has its own.
     assert len(list(out.glob("errors-*.parquet"))) == 2
     assert len(list(out.glob("captions-*.parquet"))) == 2
+    # Beam's sink deletes "<its prefix>-*-of-<shards>" before finalizing: no other branch's
+    # file may match the first branch's prefix (a resumed run lost its carried rows so).
+    first = [p.name for p in out.glob(f"captions-{RUN.run_id}-*")]
+    assert len(first) == 1 and all("-part" not in name for name in first)
     summary = read_summary(out)
     assert (summary["captions"], summary["errors"]) == (45, 2)
     assert summary["cost_usd"] == round(45 * 1e-5, 8)
