@@ -87,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     """The `beam-caption` command: parse `argv` (default sys.argv), run the subcommand, and
     return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(_command_in(argv))
+    command = _command_in(argv)
+    if command == "run":
+        # Before the command's imports bring pyarrow in (runner/allocators.py says why).
+        from beam_caption.runner.allocators import settle_allocators
+
+        settle_allocators()
+    parser = build_parser(command)
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

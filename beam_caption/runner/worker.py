@@ -17,6 +17,7 @@ import sys
 
 from beam_caption.auth.gcloud import settle_in_worker
 from beam_caption.quick_exit import exit_now
+from beam_caption.runner.allocators import settle_allocators
 
 CONTROL_DIR_ENV = "BEAM_CAPTION_CONTROL_DIR"
 
@@ -37,6 +38,7 @@ def serve() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _record_pid()
     settle_in_worker()
+    settle_allocators()
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)
