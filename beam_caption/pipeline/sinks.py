@@ -20,7 +20,7 @@ from beam_caption.pipeline.schema import (
     ERRORS_SCHEMA,
     captions_schema,
 )
-from beam_caption.pipeline.summary import MergeTalliesFn, TallyFn, write_summary
+from beam_caption.pipeline.summary import MergeTalliesFn, TallyBundle, write_summary
 
 # Record batches Beam's Parquet sink holds per file before it writes them as a row group.
 ROW_GROUP_BYTES = 8 * 1024 * 1024
@@ -90,16 +90,12 @@ class WriteCaptions(beam.PTransform):
         # a glob over captions-*.parquet still reads one table.
         caption_files = self._write(captions, "captions", self._schema)
         error_files = self._write(errors, "errors", ERRORS_SCHEMA)
-        tallies = []
-        for kind, branches in (("caption", captions), ("error", errors)):
-            for i, branch in enumerate(branches):
-                name = f"{kind.title()}s{_nth(i)}"
-                tallies.append(branch
-                               | f"Tag{name}" >> beam.Map(lambda row, k=kind: (k, row))
-                               | f"Tally{name}" >> beam.CombineGlobally(TallyFn(self._run_id)))
-        for i, branch in enumerate(notes):
-            tallies.append(branch | f"TallyNotes{_nth(i)}" >> beam.CombineGlobally(
-                TallyFn(self._run_id)))
+        tallies = [branch | f"Tally{kind.title()}s{_nth(i)}" >> beam.ParDo(
+                       TallyBundle(kind, self._run_id))
+                   for kind, branches in (("caption", captions), ("error", errors))
+                   for i, branch in enumerate(branches)]
+        tallies += [branch | f"TallyNotes{_nth(i)}" >> beam.ParDo(TallyBundle(None, self._run_id))
+                    for i, branch in enumerate(notes)]
         summary = (tuple(tallies) | "AllTallies" >> beam.Flatten()
                    | "Summarize" >> beam.CombineGlobally(MergeTalliesFn()))
         written = summary | "WriteSummary" >> beam.Map(
