@@ -96,8 +96,11 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
     `local`: the job runs on this machine (the FnApiRunner), which groups in fewer, fuller packs.
     """
     run_id = config.caption.run_id
+    # SortLibrary's grouping is the shuffle that spreads the images over workers (and breaks
+    # fusion on Dataflow): ExpandInputs' own Reshuffle would move every image once more.
     refs = pipeline | "ExpandInputs" >> ExpandInputs(list(config.inputs), config.manifest,
-                                                     prompt_column=config.prompt_column)
+                                                     prompt_column=config.prompt_column,
+                                                     reshuffle=False)
     # Sidecars, system files and Live Photo motion parts are counted, not sent.
     library = refs | "SortLibrary" >> SortLibrary(
         config.library, buckets=LOCAL_BUCKETS if local else None)

@@ -129,7 +129,8 @@ def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
                       near_seconds=config.near.seconds if config.near else 10.0)
     with _work_dir(args.output if not local else None) as work:
         refs = ExpandInputs(list(config.inputs), config.manifest,
-                            prompt_column=config.prompt_column)
+                            prompt_column=config.prompt_column,
+                            reshuffle=False)  # SortLibrary's grouping spreads them
         tally = run_pipeline(options, refs, spec, args.sample,
                              FileSystems.join(work, _TALLY_NAME), library=config.library)
     document = bill_document(tally, prices, bill)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pickle
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from beam_caption.inputs.fetch import is_url
 from beam_caption.inputs.files import read_uri_bytes
 from beam_caption.inputs.metadata import PhotoMeta, takeout_meta
 from beam_caption.inputs.refs import ImageRef
+from beam_caption.inputs.spread import pack_refs, unpack_refs
 
 _LOG = logging.getLogger(__name__)
 SKIPPED = "skipped"
@@ -135,17 +135,13 @@ class _PackNeighbours(beam.DoFn):
         pack = self._packs.setdefault(group, [])
         pack.append(ref)
         if len(pack) >= _PACK:
-            yield group, _pack(self._packs.pop(group))
+            yield group, pack_refs(self._packs.pop(group))
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         """Every partial pack: each ref leaves the bundle it came in."""
         packs, self._packs = self._packs, {}
         for group, refs in packs.items():
-            yield GlobalWindows.windowed_value((group, _pack(refs)))
-
-
-def _pack(refs: list[ImageRef]) -> bytes:
-    return pickle.dumps(refs, protocol=pickle.HIGHEST_PROTOCOL)
+            yield GlobalWindows.windowed_value((group, pack_refs(refs)))
 
 
 class _SortGroupFn(beam.DoFn):
@@ -157,7 +153,7 @@ class _SortGroupFn(beam.DoFn):
         _, packs = element
         groups: dict[str, list[ImageRef]] = {}
         for packed in packs:
-            for ref in pickle.loads(packed):
+            for ref in unpack_refs(packed):
                 groups.setdefault(kinds.group_key(ref.uri), []).append(ref)
         for key in sorted(groups):
             ordered = sorted(groups[key], key=lambda ref: ref.uri)  # the same output every run

@@ -200,9 +200,12 @@ class ExpandInputs(beam.PTransform):
     """
 
     def __init__(self, inputs: Iterable[str], manifest: str | None = None, *,
-                 prompt_column: str = "prompt") -> None:
+                 prompt_column: str = "prompt", reshuffle: bool = True) -> None:
+        """`reshuffle=False` leaves the last Reshuffle out, for a caller whose next step is a
+        shuffle of its own (SortLibrary's grouping): one shuffle fewer of every image."""
         super().__init__()
         self._prompt_column = prompt_column
+        self._reshuffle = reshuffle
         inputs = list(inputs)
         if not inputs and not manifest:
             raise ConfigError("no input: give --input PATTERN (repeatable) or --manifest FILE")
@@ -233,4 +236,4 @@ class ExpandInputs(beam.PTransform):
         if self._manifest:
             branches.append(pbegin | "ReadManifest" >> ReadManifest(self._manifest))
         merged = tuple(branches) | "Merge" >> beam.Flatten()
-        return merged | "Reshuffle" >> SpreadRefs()
+        return merged | "Reshuffle" >> SpreadRefs() if self._reshuffle else merged

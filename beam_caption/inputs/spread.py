@@ -16,6 +16,7 @@ photos is seconds of work, so no worker waits long on another's last chunk.
 from __future__ import annotations
 
 import pickle
+import zlib
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -49,14 +50,21 @@ class _PackRefs(beam.DoFn):
             yield GlobalWindows.windowed_value(self._take())
 
     def _take(self) -> bytes:
-        packed = pickle.dumps(self._refs, protocol=pickle.HIGHEST_PROTOCOL)
+        packed = pack_refs(self._refs)
         self._refs = []
         return packed
 
 
+def pack_refs(refs: list[ImageRef]) -> bytes:
+    """`refs` as one compressed bytes element: the local runner holds every shuffled element
+    twice until the run ends (received, then dealt out), so its size is launcher memory;
+    paths share long prefixes and zlib at level 1 takes them to ~1/3 for ~0.1 us per byte."""
+    return zlib.compress(pickle.dumps(refs, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
 def unpack_refs(packed: bytes) -> list[ImageRef]:
-    """The ImageRefs of one chunk, in the order they were packed."""
-    return pickle.loads(packed)
+    """The ImageRefs of one pack, in the order they were packed."""
+    return pickle.loads(zlib.decompress(packed))
 
 
 class SpreadRefs(beam.PTransform):

@@ -2,7 +2,7 @@
 the real `run` command (and the Flex Template entry point) without submitting anything.
 
 Proves: the pipeline translates for Dataflow; neither the serialized options nor any pickled
-function carries the API key; the Reshuffle after input expansion (the fusion break) is in the
+function carries the API key; the grouping after input expansion (the fusion break) is in the
 graph; a remote run refuses to launch without --api-key-secret, and reads the secret once (through
 a fake Secret Manager client at secrets.use_client_factory) before it builds the job; a gs://
 --schema is read by the launcher (from a GCS emulator); nothing connects beyond loopback.
@@ -231,20 +231,18 @@ def test_a_secret_the_launcher_cannot_read_stops_the_launch(photos: Path, tmp_pa
     assert loopback_only == []
 
 
-def test_the_reshuffle_after_input_expansion_breaks_fusion(photos: Path, tmp_path: Path,
-                                                           loopback_only, secret_manager) -> None:
+def test_the_grouping_after_input_expansion_breaks_fusion(photos: Path, tmp_path: Path,
+                                                         loopback_only, secret_manager) -> None:
     assert run_cli("run", "--input", str(photos / "*.jpg"), "--output", str(tmp_path / "out"),
                    "--api-key-secret", SECRET, *DRY_RUN) == 0
     pipeline = CapturingDataflowRunner.jobs[-1].proto_pipeline
-    [reshuffle] = transforms_named(pipeline, "ExpandInputs/Reshuffle")
-    # A GroupByKey inside is what makes Dataflow materialize and redistribute the images.
-    assert "beam:transform:group_by_key:v1" in subtransform_urns(pipeline, reshuffle)
+    # SortLibrary groups each file with its neighbours (sidecars, a Live Photo's motion part) in
+    # a GroupByKey: that is what makes Dataflow materialize and redistribute the images, so
+    # ExpandInputs adds no Reshuffle of its own (one shuffle of every image, not two).
     [expand] = transforms_named(pipeline, "ExpandInputs")
-    assert set(expand.outputs.values()) == set(reshuffle.outputs.values())  # the last step
-    # Then SortLibrary groups each file with its neighbours (sidecars, a Live Photo's motion
-    # part): a GroupByKey too, so the images reach PrepareImages spread by folder and stem.
+    assert transforms_named(pipeline, "ExpandInputs/Reshuffle") == []
     [library] = transforms_named(pipeline, "SortLibrary")
-    assert set(library.inputs.values()) == set(reshuffle.outputs.values())
+    assert set(library.inputs.values()) == set(expand.outputs.values())
     assert "beam:transform:group_by_key:v1" in subtransform_urns(pipeline, library)
     [prepare] = transforms_named(pipeline, "PrepareImages")
     assert set(prepare.inputs.values()) <= set(library.outputs.values())

@@ -4,8 +4,6 @@ bundles, the pack size or the number of buckets, and the same way twice in one p
 
 from __future__ import annotations
 
-import pickle
-
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -71,10 +69,10 @@ def test_neighbours_share_a_bucket_and_a_pack() -> None:
     assert {bucket for bucket, _ in packs} <= {"0", "1", "2", "3"}
     bucket_of: dict[str, str] = {}
     for bucket, packed in packs:
-        for ref in pickle.loads(packed):
+        for ref in unpack_refs(packed):
             stem = ref.uri.rsplit(".", 1)[0]
             assert bucket_of.setdefault(stem, bucket) == bucket
-    assert sorted(r.uri for _, p in packs for r in pickle.loads(p)) == sorted(r.uri for r in refs)
+    assert sorted(r.uri for _, p in packs for r in unpack_refs(p)) == sorted(r.uri for r in refs)
 
 
 @pytest.mark.parametrize("buckets", [None, 1, 3, 1024])

@@ -101,10 +101,12 @@ def test_manifests_of_every_format(tree: Path, tmp_path_factory: pytest.TempPath
     })
 
 
-def test_the_last_step_is_a_reshuffle(tree: Path) -> None:
+def test_the_last_step_is_a_reshuffle_unless_the_caller_shuffles(tree: Path) -> None:
     pipeline = beam.Pipeline(runner=FnApiRunner())
     _ = pipeline | "Expand" >> ExpandInputs([str(tree / "top.jpg"), URL])
+    _ = pipeline | "Unshuffled" >> ExpandInputs([str(tree / "top.jpg"), URL], reshuffle=False)
     assert "Expand/Reshuffle" in pipeline.applied_labels
+    assert not any(label.startswith("Unshuffled/Reshuffle") for label in pipeline.applied_labels)
 
 
 def test_check_inputs_accepts_good_inputs(tree: Path) -> None:
