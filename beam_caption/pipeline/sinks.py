@@ -7,6 +7,7 @@ whose rows are now in Parquet, are deleted.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import apache_beam as beam
@@ -24,6 +25,20 @@ from beam_caption.pipeline.summary import MergeTalliesFn, TallyBundle, write_sum
 
 # Record batches Beam's Parquet sink holds per file before it writes them as a row group.
 ROW_GROUP_BYTES = 8 * 1024 * 1024
+_EMPTY_SINK_WARNING = "No shards found to finalize"
+
+
+class _EmptyBranchIsExpected(logging.Filter):
+    """Drops Beam's warning for a sink that wrote no file: a second branch of rows with no rows
+    (usually the errors found before any request) writes nothing on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for that one message."""
+        return not record.getMessage().startswith(_EMPTY_SINK_WARNING)
+
+
+# In every process that imports the sinks (launcher and workers), where Beam would log it.
+logging.getLogger("apache_beam.io.filebasedsink").addFilter(_EmptyBranchIsExpected())
 
 
 def _write_summary(summary: dict[str, Any], output: str, run_info: dict[str, Any],
