@@ -183,8 +183,12 @@ class AsyncEngine:
             try:
                 async with run.in_flight():
                     self.metrics.inc(m.REQUESTS)
-                    status, headers, payload, latency_ms = await self.transport.post(job.body,
-                                                                                      job.url)
+                    sent = self.pacer.sending()
+                    try:
+                        status, headers, payload, latency_ms = await self.transport.post(
+                            job.body, job.url)
+                    finally:
+                        self.pacer.answered(sent)
                 try:
                     result = self._parse(status, headers, payload)
                 except ApiError as exc:

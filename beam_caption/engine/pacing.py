@@ -12,6 +12,7 @@ only (the sizer also takes reports from the feeding threads).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from beam_caption.engine.window import WindowSizer
 
 _LOG = logging.getLogger(__name__)
 RESIZE_EVERY_S = 0.5
+# While requests wait for a slot before the first answers: how often the window may grow from
+# the age of the oldest request in flight (engine/window.py).
+EARLY_GROWTH_EVERY_S = 0.1
 
 
 class Pacer:
@@ -41,6 +45,11 @@ class Pacer:
                                    max(1.0, limits.tpm_per_worker / 600.0))
         self._slots: asyncio.Condition | None = None
         self.in_flight = 0
+        self._waiting = 0  # jobs waiting for a slot
+        # Send times of the requests on the wire, oldest first (dicts keep insertion order).
+        self._sent: dict[int, float] = {}
+        self._sent_ids = itertools.count()
+        self._growth_armed = False
         if limits.rpm or limits.tpm:
             _LOG.info("%s", limits_message(limits))
 
@@ -48,7 +57,18 @@ class Pacer:
         """Wait for a free slot; False (no slot taken) if `stopped()` turns true meanwhile."""
         slots = self._condition()
         async with slots:
-            await slots.wait_for(lambda: stopped() or self.in_flight < self.concurrency.limit)
+            if self.in_flight >= self.concurrency.limit:
+                self._arm_early_growth()
+            self._waiting += 1
+            try:
+                await slots.wait_for(lambda: stopped() or self.in_flight < self.concurrency.limit)
+            except asyncio.CancelledError:
+                # A wake-up meant for this waiter (release wakes one per free slot) would be
+                # lost with it: pass it on.
+                slots.notify(1)
+                raise
+            finally:
+                self._waiting -= 1
             if stopped():
                 return False
             self.in_flight += 1
@@ -59,7 +79,42 @@ class Pacer:
         slots = self._condition()
         async with slots:
             self.in_flight -= 1
-            slots.notify_all()
+            # One waiter per free slot (more than one when the limit grew meanwhile): waking
+            # every waiter on every answer cost O(window) task steps per request.
+            slots.notify(max(1, self.concurrency.limit - self.in_flight))
+
+    def sending(self) -> int:
+        """A request goes on the wire now; pass the returned id to `answered`."""
+        sent = next(self._sent_ids)
+        self._sent[sent] = time.monotonic()
+        return sent
+
+    def answered(self, sent: int) -> None:
+        """The request `sending` returned `sent` for is off the wire (answered or failed)."""
+        self._sent.pop(sent, None)
+
+    def _arm_early_growth(self) -> None:
+        """Look again in EARLY_GROWTH_EVERY_S whether the window should grow (auto window)."""
+        if self.sizer is None or self._growth_armed:
+            return
+        self._growth_armed = True
+        asyncio.get_running_loop().call_later(EARLY_GROWTH_EVERY_S, self._grow_early)
+
+    def _grow_early(self) -> None:
+        """Before the first answers: grow the window to what the oldest request's wait implies,
+        while jobs wait for a slot (a wait this long means a latency at least this long)."""
+        self._growth_armed = False
+        if self.sizer is None or not self._sent:
+            return
+        oldest = next(iter(self._sent.values()))
+        target = self.sizer.early_target(time.monotonic() - oldest)
+        if target is None:
+            return  # answers size the window from now on (observe_latency)
+        if target > self.concurrency.cap:
+            self.concurrency.resize(target)
+            self.wake()
+        if self._waiting:
+            self._arm_early_growth()
 
     def observe_latency(self, seconds: float) -> None:
         """An answer took `seconds`: resize the window (at most every RESIZE_EVERY_S) when it is

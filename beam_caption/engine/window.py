@@ -6,7 +6,11 @@ at which its DoFn threads hand images over times the request latency. Both are m
 - the feed rate, from each feeding thread's time per image spent *not* waiting for a free slot
   (reading, preparing, writing rows: what the thread would do at full speed), so a window that
   is too small does not hide the rate it holds back;
-- the latency, from the requests that answered.
+- the latency, from the requests that answered; before the first answers, from the oldest
+  request still waiting for one (the latency is at least that long), so the window grows while
+  the first answers are on their way instead of holding at AUTO_START for a whole latency: on a
+  slow endpoint (a vision model answering in seconds) that latency was a short job's longest
+  stall.
 
 The window is that product with a quarter of headroom (latency varies from request to request),
 between AUTO_MIN and AUTO_MAX. The CPU (the feed) then sets the pace when requests are fast, and
@@ -70,4 +74,21 @@ class WindowSizer:
             latency, answered = self._latency_s, self._latencies
         if latency is None or answered < _MIN_LATENCIES or rate <= 0:
             return None
-        return max(AUTO_MIN, min(AUTO_MAX, math.ceil(rate * latency * HEADROOM)))
+        return _window(rate, latency)
+
+    def early_target(self, waited_s: float) -> int | None:
+        """Before the answers size the window (fewer than _MIN_LATENCIES): the window a latency
+        of at least `waited_s` (how long the oldest request in flight has waited) calls for.
+        None once answers size it, or while the feed rate is unknown."""
+        rate = self.feed_rate()
+        with self._lock:
+            latency, answered = self._latency_s, self._latencies
+        if answered >= _MIN_LATENCIES or rate <= 0:
+            return None
+        latency = max(latency or 0.0, waited_s)
+        return _window(rate, latency) if latency > 0 else None
+
+
+def _window(rate: float, latency: float) -> int:
+    """Little's law with headroom, between AUTO_MIN and AUTO_MAX."""
+    return max(AUTO_MIN, min(AUTO_MAX, math.ceil(rate * latency * HEADROOM)))

@@ -39,6 +39,8 @@ from beam_caption.pipeline.journal import ERRORS as ERRORS_TABLE
 from beam_caption.pipeline.prepare import ERRORS
 
 _LOG = logging.getLogger(__name__)
+# How often a feeding thread blocked on a full window looks whether the window grew.
+_RECHECK_S = 0.1
 Tagged = tuple[str | None, dict[str, Any]]  # (None | ERRORS, row)
 
 
@@ -171,7 +173,14 @@ class _CaptionDoFn(beam.DoFn):
     def _completed(self, *, block: bool) -> Iterator[Any]:
         if block:
             started = time.monotonic()
-            concurrent.futures.wait(self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            assert self._engine is not None
+            # Until an answer arrives or the window grows (engine/window.py grows it while the
+            # first answers are on their way): looking again every _RECHECK_S.
+            while not concurrent.futures.wait(
+                    self._pending, timeout=_RECHECK_S,
+                    return_when=concurrent.futures.FIRST_COMPLETED).done:
+                if len(self._pending) < 2 * self._engine.window():
+                    break
             self._waited += time.monotonic() - started
         done = [f for f in self._pending if f.done()]
         for future in done:

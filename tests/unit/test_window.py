@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 
 import pytest
 
 from beam_caption.engine.buckets import RECOVERY_S, AdaptiveConcurrency
+from beam_caption.engine.pacing import Pacer
 from beam_caption.engine.settings import LimitsConfig
-from beam_caption.engine.window import AUTO_MAX, AUTO_MIN, HEADROOM, WindowSizer
+from beam_caption.engine.window import AUTO_MAX, AUTO_MIN, AUTO_START, HEADROOM, WindowSizer
 
 
 class Clock:
@@ -84,3 +87,100 @@ def test_concurrency_zero_is_auto_and_a_number_is_fixed() -> None:
     auto, fixed = LimitsConfig(), LimitsConfig(concurrency=16)
     assert (auto.auto_window, auto.start_window, auto.max_window) == (True, 32, AUTO_MAX)
     assert (fixed.auto_window, fixed.start_window, fixed.max_window) == (False, 16, 16)
+
+
+def test_before_enough_answers_the_oldest_wait_is_a_lower_bound_on_the_latency() -> None:
+    sizer = WindowSizer(Clock())
+    sizer.note_feed(1, 0.01)  # 100 images/s
+    assert sizer.early_target(0.0) is None, "nothing waited yet: nothing to go on"
+    assert sizer.early_target(0.5) == math.ceil(100 * 0.5 * HEADROOM)
+    sizer.note_latency(2.0)  # one answer so far: the longer of the two counts
+    assert sizer.early_target(0.5) == math.ceil(100 * 2.0 * HEADROOM)
+    for _ in range(7):
+        sizer.note_latency(2.0)
+    assert sizer.early_target(5.0) is None, "eight answers: they size the window from now on"
+
+
+def _pacer() -> Pacer:
+    pacer = Pacer(LimitsConfig())  # --concurrency auto
+    assert pacer.sizer is not None
+    pacer.sizer.note_feed(1, 0.01)  # one feeder at 100 images/s
+    return pacer
+
+
+def test_the_window_grows_while_the_first_answers_are_on_their_way() -> None:
+    async def scenario() -> tuple[bool, int]:
+        pacer = _pacer()
+        for _ in range(AUTO_START):  # the starting window, all on the wire, none answered
+            assert await pacer.acquire(lambda: False)
+            pacer.sending()
+        waiter = asyncio.ensure_future(pacer.acquire(lambda: False))
+        await asyncio.sleep(0.05)
+        blocked_at_start = not waiter.done()
+        # No answer comes back; the oldest request's wait alone lifts the window.
+        assert await asyncio.wait_for(waiter, timeout=10)
+        return blocked_at_start, pacer.concurrency.limit
+
+    blocked, window = asyncio.run(scenario())
+    assert blocked, "the 33rd request waited for a slot at first"
+    assert window > AUTO_START
+
+
+def test_a_fixed_window_never_grows_from_waiting() -> None:
+    async def scenario() -> bool:
+        pacer = Pacer(LimitsConfig(concurrency=4))
+        for _ in range(4):
+            assert await pacer.acquire(lambda: False)
+            pacer.sending()
+        waiter = asyncio.ensure_future(pacer.acquire(lambda: False))
+        await asyncio.sleep(0.5)
+        still_waiting = not waiter.done()
+        waiter.cancel()
+        return still_waiting and pacer.concurrency.limit == 4
+
+    assert asyncio.run(scenario())
+
+
+def test_a_release_wakes_one_waiter_per_free_slot() -> None:
+    async def scenario() -> list[int]:
+        pacer = Pacer(LimitsConfig(concurrency=2))
+        granted: list[int] = []
+
+        async def job(n: int) -> None:
+            assert await pacer.acquire(lambda: False)
+            granted.append(n)
+
+        for n in range(2):
+            await job(n)
+        waiters = [asyncio.ensure_future(job(n)) for n in range(2, 8)]
+        await asyncio.sleep(0.01)
+        counts = [len(granted)]
+        await pacer.release()  # one slot free: one waiter goes
+        await asyncio.sleep(0.01)
+        counts.append(len(granted))
+        pacer.concurrency.resize(4)  # the limit grew by two meanwhile, nobody told
+        await pacer.release()  # three slots free now: three waiters go
+        await asyncio.sleep(0.01)
+        counts += [len(granted), pacer.in_flight]
+        for waiter in waiters:
+            waiter.cancel()
+        return counts
+
+    # 2 at first, 1 more, then 3 more: the window (4) is full again and two still wait.
+    assert asyncio.run(scenario()) == [2, 3, 6, 4]
+
+
+def test_a_cancelled_waiter_passes_its_wake_up_on() -> None:
+    async def scenario() -> bool:
+        pacer = Pacer(LimitsConfig(concurrency=1))
+        assert await pacer.acquire(lambda: False)
+        first = asyncio.ensure_future(pacer.acquire(lambda: False))
+        second = asyncio.ensure_future(pacer.acquire(lambda: False))
+        await asyncio.sleep(0.01)
+        await pacer.release()  # wakes `first` ...
+        first.cancel()  # ... which is cancelled before it runs
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        return await asyncio.wait_for(second, timeout=5)
+
+    assert asyncio.run(scenario()), "the free slot went to the next waiter"
