@@ -127,6 +127,10 @@ def _bc(tuned: int | None = None, *extra: str) -> System:
                   ("--concurrency", str(tuned), *extra))
 
 
+NO_LATENCY_NOTE = ("an endpoint that answers at once: what beam-caption's own CPU per image allows "
+                   "on this machine, beside the physical floor's bound; the latency scenarios' "
+                   "phase rates over this one's say how much of their latency is hidden")
+
 HEADLINE = Scenario(
     "headline", "Headline: 2,000 phone photos (12 MP JPEG), 6,000 RPM account, 300 ms", "phone",
     2000, 300, (_bc(),), rpm=6000, bare_cost=True, headline=True,
@@ -139,6 +143,8 @@ QUICK = (
              (*_peers(200), _bc(), _bc(64)), bare_cost=True),
     Scenario("latency-1s", "Latency 1 s, 1,000 small images (640x480)", "small", 1000, 1000,
              (*_peers(40), _bc(), _bc(256)), bare_cost=True),
+    Scenario("latency-0", "No latency (the CPU alone), 1,000 small images (640x480)", "small",
+             1000, 0, (_bc(),), bare_cost=True, notes=(NO_LATENCY_NOTE,)),
     Scenario("rpm-cap", "RPM cap 3,000/min shared by 2 worker processes, 1,000 small images, "
              "200 ms", "small", 1000, 200,
              (System("seed script (gather, full image)", SEED, ("--max-side", "0")),

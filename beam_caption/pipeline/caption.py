@@ -41,6 +41,7 @@ from beam_caption.pipeline.prepare import ERRORS
 _LOG = logging.getLogger(__name__)
 # How often a feeding thread blocked on a full window looks whether the window grew.
 _RECHECK_S = 0.1
+_FLUSH_EVERY_S = 0.5
 Tagged = tuple[str | None, dict[str, Any]]  # (None | ERRORS, row)
 
 
@@ -111,6 +112,11 @@ class _CaptionDoFn(beam.DoFn):
         # engine, which sizes its window from it (engine/window.py).
         self._entered: float | None = None
         self._waited = 0.0
+        self._flushed_at = 0.0
+        counter = beam.metrics.Metrics.counter
+        self._captioned = counter(m.NAMESPACE, m.IMAGES_CAPTIONED)
+        self._failed = counter(m.NAMESPACE, m.IMAGES_FAILED)
+        self._cost = counter(m.NAMESPACE, m.COST_MICRO_USD)
 
     def setup(self) -> None:
         """Join (or start) this process's engine, and its state for the run."""
@@ -148,7 +154,7 @@ class _CaptionDoFn(beam.DoFn):
         if self._journal is not None:
             self._journal.flush()
         at_end = GlobalWindows.windowed_value_at_end_of_window
-        for row in self._completed(block=False):
+        for row in self._completed(block=False, final=True):
             if isinstance(row, TaggedOutput):
                 yield TaggedOutput(row.tag, at_end(row.value))
             else:
@@ -170,7 +176,7 @@ class _CaptionDoFn(beam.DoFn):
             self._journal.append(CAPTIONS if tag is None else ERRORS_TABLE, row)
         return tag, row
 
-    def _completed(self, *, block: bool) -> Iterator[Any]:
+    def _completed(self, *, block: bool, final: bool = False) -> Iterator[Any]:
         if block:
             started = time.monotonic()
             assert self._engine is not None
@@ -186,24 +192,28 @@ class _CaptionDoFn(beam.DoFn):
         for future in done:
             yield self._emit(future, self._pending.pop(future))
         assert self._engine is not None
-        m.flush_to_beam(self._engine.metrics)
+        now = time.monotonic()
+        if final or now - self._flushed_at >= _FLUSH_EVERY_S:
+            # The engine's counters go to Beam a few times a second, and always at the end of
+            # a bundle (flushing each image's took more CPU than the counting).
+            self._flushed_at = now
+            m.flush_to_beam(self._engine.metrics)
 
     def _emit(self, future: concurrent.futures.Future[Tagged], image: PreparedImage) -> Any:
         try:
             tag, row = future.result()
         except Exception as exc:  # a bug, not a request failure: the image still gets its row
             _LOG.exception("engine failure on %s", image.uri)
-            beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_FAILED).inc()
+            self._failed.inc()
             return TaggedOutput(ERRORS, rows.error_row(
                 uri=image.uri, image_id=image.image_id, stage="internal", code="internal_error",
                 message=f"{type(exc).__name__}: {exc}", run_id=self._config.run_id))
         if tag is not None:
-            beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_FAILED).inc()
+            self._failed.inc()
             return TaggedOutput(tag, row)
-        beam.metrics.Metrics.counter(m.NAMESPACE, m.IMAGES_CAPTIONED).inc()
+        self._captioned.inc()
         if row["cost_usd"] and not row["deduplicated"]:
-            beam.metrics.Metrics.counter(m.NAMESPACE, m.COST_MICRO_USD).inc(
-                round(row["cost_usd"] * 1e6))
+            self._cost.inc(round(row["cost_usd"] * 1e6))
         return row
 
 
