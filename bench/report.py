@@ -74,7 +74,7 @@ def one_line(row: Row) -> str:
 def _table(scenario: Scenario) -> list[str]:
     bare = floor_s(scenario)
     lines = ["| system | images (ok/failed) | img/s end-to-end | wall s | first request s | "
-             "img/s phase | ideal img/s (in flight) | % of ideal (capped by the CPU bound) | "
+             "img/s phase | ideal img/s (in flight) | % of ideal phase (window or CPU bound) | "
              "CPU ms/img (net of start-up) "
              "| x floor | peak RSS MB | requests | 429s | $ / 1k img | simulator CPU s | "
              "load before/after |",
@@ -178,16 +178,22 @@ def cpu_bound_ips(scenario: Scenario) -> float | None:
 
 
 def _limit(scenario: Scenario, row: Row) -> float:
-    """The row's ideal phase images/s: its ideal rate (in flight / latency, capped by what the
-    CPU allows where that is known) over a phase that also holds one latency, since even a
-    perfect system's last answer comes back a latency after its last request."""
-    bound = cpu_bound_ips(scenario)
-    rate = min(row["ideal_ips"], bound) if bound else row["ideal_ips"]
+    """The row's ideal phase images/s: the shortest phase a perfect system could have.
+
+    Limited by its window (in flight / latency, or the RPM cap), the phase is images / that
+    rate. Limited by the CPU (the bound at the physical floor), it is (images - 1) / the bound
+    plus one latency: even a perfect system's last answer comes back a latency after its last
+    request. The longer of the two.
+    """
     images = row["ok"]
-    if images <= 1 or not 0 < rate < math.inf:
-        return rate
-    latency = floor.mean_latency_s(scenario.get("latency_ms") or 0)
-    return images / ((images - 1) / rate + latency)
+    bound = cpu_bound_ips(scenario)
+    if images < 1:
+        return min(row["ideal_ips"], bound) if bound else row["ideal_ips"]
+    window_phase = images / row["ideal_ips"] if 0 < row["ideal_ips"] < math.inf else 0.0
+    cpu_phase = ((images - 1) / bound if bound else 0.0) + floor.mean_latency_s(
+        scenario.get("latency_ms") or 0)
+    phase = max(window_phase, cpu_phase)
+    return images / phase if phase > 0 else math.inf
 
 
 def _goal_ideal(results: dict[str, Any], *keys: str) -> str:
