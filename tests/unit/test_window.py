@@ -184,3 +184,26 @@ def test_a_cancelled_waiter_passes_its_wake_up_on() -> None:
         return await asyncio.wait_for(second, timeout=5)
 
     assert asyncio.run(scenario()), "the free slot went to the next waiter"
+
+
+def test_a_hung_endpoint_grows_the_window_no_further_than_its_cap() -> None:
+    sizer = WindowSizer(Clock())
+    sizer.note_feed(1, 0.001)  # a fast feed: 1,000 images/s
+    assert sizer.early_target(600.0) == AUTO_MAX
+
+
+def test_waiting_does_not_lift_the_limit_a_429_burst_halved() -> None:
+    async def scenario() -> tuple[int, int]:
+        pacer = _pacer()
+        pacer.concurrency.on_rate_limited()  # 32 -> 16 for the recovery period
+        for _ in range(16):
+            assert await pacer.acquire(lambda: False)
+            pacer.sending()
+        waiter = asyncio.ensure_future(pacer.acquire(lambda: False))
+        await asyncio.sleep(0.6)  # the oldest request has waited long enough to grow the cap
+        waiter.cancel()
+        return pacer.concurrency.cap, pacer.concurrency.limit
+
+    cap, limit = asyncio.run(scenario())
+    assert cap > AUTO_START, "the measured wait still sizes the cap"
+    assert limit == AUTO_START // 2, "but the halved limit climbs back only by itself"
