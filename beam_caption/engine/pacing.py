@@ -104,15 +104,14 @@ class Pacer:
         """Before the first answers: grow the window to what the oldest request's wait implies,
         while jobs wait for a slot (a wait this long means a latency at least this long)."""
         self._growth_armed = False
-        if self.sizer is None or not self._sent:
-            return
-        oldest = next(iter(self._sent.values()))
-        target = self.sizer.early_target(time.monotonic() - oldest)
-        if target is None:
+        if self.sizer is None or self.sizer.sized_by_answers():
             return  # answers size the window from now on (observe_latency)
-        if target > self.concurrency.cap:
-            self.concurrency.resize(target)
-            self.wake()
+        if self._sent:  # else every slot is held by a job waiting on the buckets or the budget
+            oldest = next(iter(self._sent.values()))
+            target = self.sizer.early_target(time.monotonic() - oldest)
+            if target is not None and target > self.concurrency.cap:
+                self.concurrency.resize(target)
+                self.wake()
         if self._waiting:
             self._arm_early_growth()
 

@@ -76,6 +76,11 @@ class WindowSizer:
             return None
         return _window(rate, latency)
 
+    def sized_by_answers(self) -> bool:
+        """True once enough answers came back for `target` to size the window."""
+        with self._lock:
+            return self._latencies >= _MIN_LATENCIES
+
     def early_target(self, waited_s: float) -> int | None:
         """Before the answers size the window (fewer than _MIN_LATENCIES): the window a latency
         of at least `waited_s` (how long the oldest request in flight has waited) calls for.

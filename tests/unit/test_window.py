@@ -207,3 +207,20 @@ def test_waiting_does_not_lift_the_limit_a_429_burst_halved() -> None:
     cap, limit = asyncio.run(scenario())
     assert cap > AUTO_START, "the measured wait still sizes the cap"
     assert limit == AUTO_START // 2, "but the halved limit climbs back only by itself"
+
+
+def test_the_window_still_grows_when_the_feed_is_measured_after_the_first_look() -> None:
+    async def scenario() -> int:
+        pacer = Pacer(LimitsConfig())  # no feed reported yet
+        for _ in range(AUTO_START):
+            assert await pacer.acquire(lambda: False)
+            pacer.sending()
+        waiter = asyncio.ensure_future(pacer.acquire(lambda: False))
+        await asyncio.sleep(0.3)  # looked at least twice with nothing to size from
+        assert not waiter.done()
+        assert pacer.sizer is not None
+        pacer.sizer.note_feed(1, 0.01)
+        assert await asyncio.wait_for(waiter, timeout=10)
+        return pacer.concurrency.limit
+
+    assert asyncio.run(scenario()) > AUTO_START
