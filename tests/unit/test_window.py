@@ -110,7 +110,11 @@ def _pacer() -> Pacer:
 
 def test_the_window_grows_while_the_first_answers_are_on_their_way() -> None:
     async def scenario() -> tuple[bool, int]:
-        pacer = _pacer()
+        pacer = Pacer(LimitsConfig())
+        assert pacer.sizer is not None
+        # 20 images/s: the wait must pass 1.28 s before it calls for more than 32, so a loaded
+        # machine's late wake-up does not hide the first blocked moment.
+        pacer.sizer.note_feed(1, 0.05)
         for _ in range(AUTO_START):  # the starting window, all on the wire, none answered
             assert await pacer.acquire(lambda: False)
             pacer.sending()
