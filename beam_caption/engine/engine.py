@@ -14,6 +14,7 @@ parsed answer, so an answer is never paid for twice.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import random
 import time
@@ -38,6 +39,8 @@ from beam_caption.engine.stop import StopReason
 from beam_caption.engine.transport import Transport, as_api_error
 
 T = TypeVar("T")
+# The longest a closing engine waits for the requests on the wire (a failed bundle's).
+DRAIN_S = 60.0
 
 
 class _NotSent(Exception):
@@ -59,14 +62,30 @@ class AsyncEngine:
         self._parse = endpoint.adapter.parse_response  # the provider's sans-I/O parser
         self._loop_thread = loop_thread
         self._rng = random.Random()
+        self._closing = False
+        self._on_wire: dict[int, RunState] = {}  # pacer.sending() id -> the request's run
 
     def open(self) -> None:
         """Create the session on the engine's loop (called once, from the registry)."""
         self._loop_thread.run(self.transport.open(), timeout=30)
 
     def close(self) -> None:
-        """Close the session; jobs still running are cancelled."""
-        self._loop_thread.run(self.transport.close(), timeout=30)
+        """Close the session once the requests on the wire came back, for at most DRAIN_S; jobs
+        still running then are cancelled, and none is sent meanwhile.
+
+        The last DoFn leaves after its bundles, which end with nothing in flight, except a
+        failed bundle: its requests are paid, so their answers must reach `finish` (the row and
+        the journal) before the session goes. An abandoned run's requests are not waited for.
+        """
+        self._closing = True
+        self._loop_thread.run(self._drain_and_close(), timeout=DRAIN_S + 30)
+
+    async def _drain_and_close(self) -> None:
+        deadline = time.monotonic() + min(DRAIN_S, self.endpoint.request_timeout_s)
+        while (any(not run.abandoned for run in self._on_wire.values())
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)
+        await self.transport.close()
 
     # -- feeding -----------------------------------------------------------------------------
     def note_feed(self, feeder: int, busy_s: float) -> None:
@@ -181,14 +200,18 @@ class AsyncEngine:
             reservation = await self._reserve(job)
             billed: float | None = None
             try:
+                if self._closing:
+                    raise _NotSent()  # the last DoFn left: nothing more is sent
                 async with run.in_flight():
                     self.metrics.inc(m.REQUESTS)
                     sent = self.pacer.sending()
+                    self._on_wire[sent] = run
                     try:
                         status, headers, payload, latency_ms = await self.transport.post(
                             job.body, job.url)
                     finally:
                         self.pacer.answered(sent)
+                        self._on_wire.pop(sent, None)
                 try:
                     result = self._parse(status, headers, payload)
                 except ApiError as exc:

@@ -210,3 +210,25 @@ def test_a_429s_backoff_is_reported_as_throttling(server) -> None:
     assert outcome.result is not None and counters["rate_limited_429"] == 1
     assert counters["backoff_ms"] >= 1200
     assert counters["cumulativeThrottlingSeconds"] == counters["backoff_ms"] // 1000
+
+
+def test_closing_waits_for_the_requests_on_the_wire_and_sends_nothing_more(server) -> None:
+    # The last DoFn leaving after a failed bundle closes the engine while that bundle's
+    # requests are on the wire: they are paid, so their answers must still reach `finish`.
+    scripted, url = server
+    scripted.default = Reply(delay_s=0.8)
+    engine = _engine(url, concurrency=3)
+    run = _state()
+    finished: list[CaptionOutcome] = []
+    futures = [engine.submit(_job(run, n), lambda outcome: finished.append(outcome) or outcome)
+               for n in range(5)]
+    deadline = time.monotonic() + 10
+    while len(scripted.received) < 3:  # three on the wire, two waiting for a slot
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    engine.close()
+    answered = [o for o in finished if o.result is not None]
+    assert len(answered) == 3, "every request on the wire came back and was finished"
+    assert len(scripted.received) == 3, "nothing was sent once the engine was closing"
+    for future in futures:
+        future.result(10)  # the two that waited end too (not sent), none hangs
