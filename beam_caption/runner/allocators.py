@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import sys
@@ -43,6 +42,8 @@ def settle_allocators() -> None:
                 pa.set_memory_pool(pa.system_memory_pool())
     if "MALLOC_ARENA_MAX" not in os.environ and sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):  # not glibc (musl has no mallopt arenas)
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            # The symbols already loaded (dlopen(NULL)), not ctypes.util.find_library: that
+            # runs `ldconfig -p` in a child process, in every worker, at start-up.
+            libc = ctypes.CDLL(None)
             if libc.mallopt(_M_ARENA_MAX, ARENAS) != 1:
                 _LOG.debug("mallopt(M_ARENA_MAX) refused")

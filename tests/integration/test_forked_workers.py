@@ -39,7 +39,11 @@ def _processes_during(proc: subprocess.Popen) -> dict[int, tuple[int, list[str]]
     while proc.poll() is None:
         for child in launcher.children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                seen[child.pid] = (child.ppid(), child.cmdline())
+                line = child.cmdline()
+                # A child that has exited but is not reaped yet reads as an empty command
+                # line; keep the last real one it had.
+                if line or child.pid not in seen:
+                    seen[child.pid] = (child.ppid(), line)
         time.sleep(0.01)
     return seen
 
@@ -62,7 +66,9 @@ def test_a_multi_process_run_uses_forked_workers(tmp_path: Path, fork: str) -> N
         paid = sum(sim.stats()["successes_by_image"].values())
     assert proc.returncode == 0, output[-3000:]
     assert len(read_rows(out, "captions")) == IMAGES and paid == IMAGES
-    lines = [" ".join(line) for _, line in seen.values()]
+    # The launcher's own children only: a worker's short-lived children (a library running a
+    # command) carry the worker's command line until they exec.
+    lines = [" ".join(line) for parent, line in seen.values() if parent == proc.pid]
     fresh = [line for line in lines if "beam_caption.runner.worker" in line]
     handoffs = [line for line in lines if "beam_caption.runner.handoff" in line]
     forked = [pid for pid, (parent, line) in seen.items()
