@@ -63,7 +63,6 @@ class AsyncEngine:
         self._loop_thread = loop_thread
         self._rng = random.Random()
         self._closing = False
-        self._on_wire: dict[int, RunState] = {}  # pacer.sending() id -> the request's run
 
     def open(self) -> None:
         """Create the session on the engine's loop (called once, from the registry)."""
@@ -82,7 +81,7 @@ class AsyncEngine:
 
     async def _drain_and_close(self) -> None:
         deadline = time.monotonic() + min(DRAIN_S, self.endpoint.request_timeout_s)
-        while (any(not run.abandoned for run in self._on_wire.values())
+        while (any(run is not None and not run.abandoned for run in self.pacer.runs_on_wire())
                and time.monotonic() < deadline):
             await asyncio.sleep(0.05)
         await self.transport.close()
@@ -204,14 +203,12 @@ class AsyncEngine:
                     raise _NotSent()  # the last DoFn left: nothing more is sent
                 async with run.in_flight():
                     self.metrics.inc(m.REQUESTS)
-                    sent = self.pacer.sending()
-                    self._on_wire[sent] = run
+                    sent = self.pacer.sending(run)
                     try:
                         status, headers, payload, latency_ms = await self.transport.post(
                             job.body, job.url)
                     finally:
                         self.pacer.answered(sent)
-                        self._on_wire.pop(sent, None)
                 try:
                     result = self._parse(status, headers, payload)
                 except ApiError as exc:

@@ -16,11 +16,15 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from beam_caption.api.ratelimits import RateLimitInfo
 from beam_caption.engine.buckets import AdaptiveConcurrency, TokenBucket
 from beam_caption.engine.settings import LimitsConfig, limiter_address
 from beam_caption.engine.window import WindowSizer
+
+if TYPE_CHECKING:
+    from beam_caption.engine.run_state import RunState
 
 _LOG = logging.getLogger(__name__)
 RESIZE_EVERY_S = 0.5
@@ -46,8 +50,10 @@ class Pacer:
         self._slots: asyncio.Condition | None = None
         self.in_flight = 0
         self._waiting = 0  # jobs waiting for a slot
-        # Send times of the requests on the wire, oldest first (dicts keep insertion order).
-        self._sent: dict[int, float] = {}
+        # The requests on the wire, oldest first (dicts keep insertion order): when each was
+        # sent (what sizes the window before the first answers) and for which run (what the
+        # engine's close waits for).
+        self._sent: dict[int, tuple[float, RunState | None]] = {}
         self._sent_ids = itertools.count()
         self._growth_armed = False
         if limits.rpm or limits.tpm:
@@ -83,15 +89,19 @@ class Pacer:
             # every waiter on every answer cost O(window) task steps per request.
             slots.notify(max(1, self.concurrency.limit - self.in_flight))
 
-    def sending(self) -> int:
-        """A request goes on the wire now; pass the returned id to `answered`."""
+    def sending(self, run: RunState | None = None) -> int:
+        """A request of `run` goes on the wire now; pass the returned id to `answered`."""
         sent = next(self._sent_ids)
-        self._sent[sent] = time.monotonic()
+        self._sent[sent] = (time.monotonic(), run)
         return sent
 
     def answered(self, sent: int) -> None:
         """The request `sending` returned `sent` for is off the wire (answered or failed)."""
         self._sent.pop(sent, None)
+
+    def runs_on_wire(self) -> list[RunState | None]:
+        """The run of each request on the wire now (None where `sending` was given none)."""
+        return [run for _, run in self._sent.values()]
 
     def _arm_early_growth(self) -> None:
         """Look again in EARLY_GROWTH_EVERY_S whether the window should grow (auto window)."""
@@ -107,7 +117,7 @@ class Pacer:
         if self.sizer is None or self.sizer.sized_by_answers():
             return  # answers size the window from now on (observe_latency)
         if self._sent:  # else every slot is held by a job waiting on the buckets or the budget
-            oldest = next(iter(self._sent.values()))
+            oldest, _ = next(iter(self._sent.values()))
             target = self.sizer.early_target(time.monotonic() - oldest)
             if target is not None and target > self.concurrency.cap:
                 self.concurrency.resize(target)
