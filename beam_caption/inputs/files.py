@@ -6,6 +6,7 @@ Every failure is an ImageError(stage="read") with a stable code; messages are sa
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -78,6 +79,10 @@ def _read_error(exc: BaseException) -> ImageError:
         if isinstance(cause, PermissionError) or status in (401, 403):
             return ImageError("permission_denied", "permission denied", stage="read")
         if isinstance(cause, IsADirectoryError):
+            folder = getattr(cause, "filename", None)
+            if isinstance(folder, str) and not os.access(folder, os.R_OK | os.X_OK):
+                return ImageError("permission_denied", "folder cannot be listed: permission "
+                                  "denied", stage="read")
             return ImageError("read_error", "path is a directory, not a file", stage="read")
     return ImageError("read_error", f"cannot read file: {type(exc).__name__}", stage="read")
 

@@ -46,8 +46,9 @@ class Skipped:
 
 
 def split_name(uri: str) -> tuple[str, str]:
-    """(folder with its trailing slash, file name) of a path or URL."""
-    path = uri.split("?", 1)[0]
+    """(folder with its trailing slash, file name) of a path or URL (an http(s) URL's query
+    string left out; a "?" in any other path is part of the name)."""
+    path = uri.split("?", 1)[0] if uri.startswith(("http://", "https://")) else uri
     cut = path.rfind("/") + 1
     return path[:cut], path[cut:]
 
@@ -87,10 +88,23 @@ def group_key(uri: str) -> str:
 
 
 def live_photo_motion(uri: str, neighbours: list[str]) -> bool:
-    """True for a video whose group holds a still of the same stem (its Live Photo)."""
-    return kind_of(uri) == VIDEO and any(
-        extension(split_name(other)[1]) in _STILL_EXTENSIONS for other in neighbours
-        if other != uri)
+    """True for a video beside a still of the same name but for the extension (its Live
+    Photo: IMG_0001.HEIC and IMG_0001.MOV). The whole name counts, not the group's stem:
+    `2024.07.03 beach.mp4` is not the motion of `2024.07.03 sunset.jpg`."""
+    if kind_of(uri) != VIDEO:
+        return False
+    stem = _full_stem(split_name(uri)[1])
+    for other in neighbours:
+        name = split_name(other)[1]
+        if other != uri and extension(name) in _STILL_EXTENSIONS and _full_stem(name) == stem:
+            return True
+    return False
+
+
+def _full_stem(name: str) -> str:
+    """A file name without its last extension and Takeout's "(n)", lower case."""
+    dot = name.rfind(".")
+    return _COPY_SUFFIX.sub("", name[:dot] if dot > 0 else name).lower()
 
 
 def takeout_target(json_uri: str, photos: list[str]) -> str | None:

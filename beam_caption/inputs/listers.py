@@ -8,6 +8,7 @@ which can only list a whole subtree in one call (`walk_only`).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_caption import resources
 
+_LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Entry:
@@ -33,16 +35,34 @@ class LocalLister:
 
     def children(self, folder: str) -> Iterator[Entry | str]:
         """The files of `folder` (Entries, streamed in directory order) and then its
-        sub-folders (paths ending in "/", sorted): a folder of 100,000 files is never held."""
+        sub-folders (paths ending in "/", sorted): a folder of 100,000 files is never held.
+
+        Nothing listed is dropped without a trace: a link whose target is gone, or a name that
+        cannot be looked at, is listed as a file, so reading it makes an error row with the
+        reason (not_found, permission_denied); so is a sub-folder that cannot be opened. A
+        link to a folder is followed unless it leads back to a folder it is in (a loop).
+        """
         folders: list[str] = []
         try:
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if entry.is_dir():
-                        folders.append(os.path.join(folder, entry.name) + "/")
-                    elif entry.is_file():
-                        yield _local_entry(entry)
+                    try:
+                        if entry.is_dir():
+                            if entry.is_symlink() and _leads_back(folder, entry.path):
+                                _LOG.warning("not following %s: it links back to a folder it "
+                                             "is in", entry.path)
+                                continue
+                            folders.append(os.path.join(folder, entry.name) + "/")
+                        elif entry.is_file():
+                            yield _local_entry(entry)
+                        elif entry.is_symlink():
+                            yield Entry(entry.path)  # its target is gone: a not_found row
+                    except OSError:  # a loop of links, a name we may not look at
+                        yield Entry(entry.path)
         except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError:  # the folder cannot be listed (permission): an error row names it
+            yield Entry(folder.rstrip("/"))
             return
         yield from sorted(folders)
 
@@ -61,6 +81,20 @@ class LocalLister:
         if os.path.isfile(path):
             info = os.stat(path)
             yield Entry(path, info.st_size, info.st_mtime)
+
+
+def _leads_back(folder: str, link: str) -> bool:
+    """True when `link` (a link to a folder, inside `folder`) resolves to `folder` or to one
+    of the folders it is in: following it would list the same files forever."""
+    target = os.path.realpath(link)
+    path = os.path.abspath(folder)
+    while True:
+        if os.path.realpath(path) == target:
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
 
 
 def _local_entry(entry: os.DirEntry) -> Entry:

@@ -116,7 +116,10 @@ def takeout_meta(data: bytes) -> PhotoMeta | None:
     if not isinstance(doc, dict) or not ({"photoTakenTime", "geoData", "geoDataExif"} & set(doc)):
         return None
     taken = offset = None
-    stamp = (doc.get("photoTakenTime") or {}).get("timestamp")
+    # A sidecar another tool wrote may hold any JSON under these keys: what is not the shape
+    # Takeout writes is ignored, never an error that stops the photo (or the run).
+    taken_time = doc.get("photoTakenTime")
+    stamp = taken_time.get("timestamp") if isinstance(taken_time, dict) else None
     try:
         when = datetime.fromtimestamp(int(stamp), UTC)
         taken, offset = when.replace(tzinfo=None).isoformat(timespec="seconds"), "+00:00"
@@ -124,7 +127,9 @@ def takeout_meta(data: bytes) -> PhotoMeta | None:
         pass
     lat = lon = alt = None
     for key in ("geoData", "geoDataExif"):
-        geo = doc.get(key) or {}
+        geo = doc.get(key)
+        if not isinstance(geo, dict):
+            continue
         try:
             lat, lon = float(geo["latitude"]), float(geo["longitude"])
             alt = float(geo.get("altitude", 0.0))

@@ -77,6 +77,26 @@ def test_a_live_photo_sends_its_still_and_skips_its_motion() -> None:
     assert skipped == {}
 
 
+def test_only_a_still_of_the_same_name_makes_a_clip_a_live_photo_motion() -> None:
+    # Names with dots share a group (the stem up to the first dot) without being a pair.
+    sent, skipped = _sorted(["2024.07.03 beach walk.mp4", "2024.07.03 sunset.jpg"])
+    assert {r.uri for r in sent} == {"/roll/2024.07.03 beach walk.mp4",
+                                     "/roll/2024.07.03 sunset.jpg"}
+    assert skipped == {}
+    sent, skipped = _sorted(["2024.07.03 sunset.JPG", "2024.07.03 Sunset.mov",
+                             "IMG_0002(1).HEIC", "IMG_0002(1).MOV"])
+    assert skipped == {"2024.07.03 Sunset.mov": kinds.LIVE_PHOTO_MOTION,
+                       "IMG_0002(1).MOV": kinds.LIVE_PHOTO_MOTION}
+
+
+def test_a_question_mark_is_part_of_a_file_name_but_starts_a_url_query() -> None:
+    assert kinds.kind_of("/roll/clip?.mp4") == kinds.VIDEO
+    assert kinds.kind_of("/roll/why?.AAE") == kinds.AAE_SIDECAR
+    assert kinds.split_name("gs://b/x/a?.jpg") == ("gs://b/x/", "a?.jpg")
+    assert kinds.split_name("https://h/x/a.mp4?sig=1/2") == ("https://h/x/", "a.mp4")
+    assert kinds.kind_of("https://h/x/a.mp4?sig=1/2") == kinds.VIDEO
+
+
 def test_sidecars_without_their_photo_are_still_skipped() -> None:
     sent, skipped = _sorted(["orphan.AAE", "orphan.jpg.json"],
                             sidecars={"orphan.jpg.json": b"{not json"})
@@ -98,6 +118,10 @@ def test_takeout_meta_refuses_other_json() -> None:
     assert takeout_meta(b'{"albums": []}') is None
     assert takeout_meta(b"\xff\xfe") is None
     assert takeout_meta(b'{"photoTakenTime": {"timestamp": "x"}}') == PhotoMeta()
+    # Any other shape under Takeout's keys is ignored, never an error.
+    for odd in ('"2020-01-01 10:00"', "1577872800", "[1, 2]", "null", '{"timestamp": [1]}'):
+        doc = f'{{"photoTakenTime": {odd}, "geoData": {odd}, "geoDataExif": {odd}}}'
+        assert takeout_meta(doc.encode()) == PhotoMeta(), odd
 
 
 def test_exif_meta_reads_time_offset_camera_and_gps() -> None:

@@ -127,3 +127,26 @@ def test_first_match_stops_listing_early(tmp_path: Path, counted_scandir: Counte
     assert first_match(f"{tmp_path}/d0*/*.jpg") is not None
     assert sum(counted_scandir.values()) < 10, "the launcher does not list the whole tree"
     assert first_match(f"{tmp_path}/**/*.gif") is None
+
+
+def test_links_are_followed_once_and_loops_are_not(tmp_path: Path) -> None:
+    lib, other = tmp_path / "lib", tmp_path / "other"
+    for folder in (lib / "sub", lib / "a", lib / "b", other):
+        folder.mkdir(parents=True)
+    for path in (lib / "x.jpg", lib / "b" / "y.jpg", other / "z.jpg"):
+        path.write_bytes(b"jpeg")
+    (lib / "sub" / "loop").symlink_to("..")  # back to lib: would be listed forever
+    (lib / "a" / "to_b").symlink_to("../b")  # a and b link to each other: a loop of two
+    (lib / "b" / "to_a").symlink_to("../a")
+    (lib / "alias").symlink_to("../other")  # a folder elsewhere: followed
+    paths = sorted(e.path[len(str(lib)) + 1:] for e in listers.LocalLister().walk(f"{lib}/"))
+    assert paths == ["a/to_b/y.jpg", "alias/z.jpg", "b/y.jpg", "x.jpg"]
+
+
+def test_a_link_that_leads_nowhere_is_listed_so_it_becomes_an_error_row(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"jpeg")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere" / "x.jpg")
+    (tmp_path / "self.jpg").symlink_to("self.jpg")  # a loop of one: stat fails with ELOOP
+    entries = {Path(e.path).name: e for e in listers.LocalLister().walk(f"{tmp_path}/")}
+    assert set(entries) == {"a.jpg", "gone.jpg", "self.jpg"}
+    assert entries["gone.jpg"].size is None and entries["a.jpg"].size == 4
