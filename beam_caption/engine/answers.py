@@ -1,11 +1,12 @@
 """Answer memory: a request_key answered once in a worker process is not paid for again there.
 
-Two things look alike here and are told apart by the image's uri:
+Two things look alike here and are told apart by the image's uri and source id:
 - a *redelivery*: the same image again (Beam retried the bundle that held it, or a second
   pipeline in this process runs the same run): it gets the very answer it had, as if nothing
   happened, so its row is identical and counts the money once;
-- a *duplicate*: another image with the same bytes and settings: it shares the answer, keeps the
-  real usage and cost, and says which image paid (`shared_from`), so totals count it once.
+- a *duplicate*: another image with the same bytes and settings (or the same file listed under
+  another id): it shares the answer, keeps the real usage and cost, and says which image paid
+  (`shared_from`), so totals count it once.
 
 Only outcomes that carry an answer are remembered: a success, or an error the provider billed and
 that would repeat (a content filter). The memory is bounded (least recently used first out).
@@ -41,6 +42,7 @@ DEFAULT_CAPACITY = 20_000
 @dataclass(slots=True)
 class _Entry:
     uri: str
+    source_id: str | None
     # While the first copy is in flight; then only its outcome is kept (a future is 150 bytes).
     future: asyncio.Future[CaptionOutcome] | None
     outcome: CaptionOutcome | None = None
@@ -57,7 +59,8 @@ class AnswerMemory:
         return len(self._entries)
 
     async def answer(self, key: str, uri: str,
-                     send: Callable[[], Awaitable[CaptionOutcome]]) -> CaptionOutcome:
+                     send: Callable[[], Awaitable[CaptionOutcome]],
+                     source_id: str | None = None) -> CaptionOutcome:
         """The remembered answer for `key`, or `send()`'s, remembered if it carries an answer.
 
         A copy that arrives while the first is still in flight waits for it.
@@ -69,11 +72,12 @@ class AnswerMemory:
             if outcome is None and earlier.future is not None:
                 outcome = await _wait_for(earlier.future)
             if outcome is not None and outcome.carries_answer:
-                return _reuse(outcome, earlier.uri, uri)
+                redelivered = (earlier.uri, earlier.source_id) == (uri, source_id)
+                return _reuse(outcome, earlier.uri, redelivered)
             # The first copy got no answer: this copy is a chance of its own.
             return await send()
         future: asyncio.Future[CaptionOutcome] = asyncio.get_running_loop().create_future()
-        entry = _Entry(uri, future)
+        entry = _Entry(uri, source_id, future)
         self._entries[key] = entry
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
@@ -106,8 +110,8 @@ async def _wait_for(future: asyncio.Future[CaptionOutcome]) -> CaptionOutcome | 
         raise
 
 
-def _reuse(outcome: CaptionOutcome, payer_uri: str, uri: str) -> CaptionOutcome:
-    if payer_uri == uri:
+def _reuse(outcome: CaptionOutcome, payer_uri: str, redelivered: bool) -> CaptionOutcome:
+    if redelivered:
         return replace(outcome, redelivered=True)
     return replace(outcome, attempts=0, latency_ms=None, shared_from=payer_uri,
                    redelivered=False)

@@ -111,7 +111,8 @@ class AsyncEngine:
 
     async def _counted(self, job: CaptionJob) -> CaptionOutcome:
         if job.dedupe:
-            outcome = await job.run.answers.answer(job.key, job.uri, lambda: self._run(job))
+            outcome = await job.run.answers.answer(job.key, job.uri, lambda: self._run(job),
+                                                   job.source_id)
         else:
             outcome = await self._run(job)
         fresh = not (outcome.redelivered or outcome.shared_from)

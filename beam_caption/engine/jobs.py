@@ -30,6 +30,7 @@ class CaptionJob:
     run: RunState
     dedupe: bool = True
     url: str | None = None  # where the body goes (None: the endpoint's chat-completions URL)
+    source_id: str | None = None  # with uri, what tells a redelivery from a duplicate
 
 
 @dataclass(frozen=True, slots=True)

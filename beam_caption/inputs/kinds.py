@@ -19,6 +19,9 @@ PHOTO, VIDEO = "photo", "video"
 AAE_SIDECAR, XMP_SIDECAR, TAKEOUT_JSON, SYSTEM_FILE, THUMBNAIL, LIVE_PHOTO_MOTION, DOCUMENT = (
     "aae_sidecar", "xmp_sidecar", "takeout_json", "system_file", "thumbnail",
     "live_photo_motion", "document")
+# The same file, id and prompt listed again (two --input patterns that overlap, a manifest line
+# repeated): one row for it, not one per listing.
+LISTED_AGAIN = "listed_again"
 VIDEO_SKIPPED = "video"  # --video skip
 VIDEO_MODES = ("keyframes", "skip")
 

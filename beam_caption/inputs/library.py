@@ -60,8 +60,15 @@ def sort_group(refs: list[ImageRef], settings: LibrarySettings,
                read_sidecar: Any = None) -> Iterator[ImageRef | kinds.Skipped]:
     """One group of neighbours (same folder and stem) -> refs to send and Skipped files.
 
-    `read_sidecar(uri) -> bytes | None` reads a Takeout JSON (None: not read).
+    `read_sidecar(uri) -> bytes | None` reads a Takeout JSON (None: not read). A file listed
+    again with the same id and prompt is Skipped (LISTED_AGAIN): one listing, one row.
     """
+    first: dict[tuple[str, str | None, str | None], ImageRef] = {}
+    for ref in refs:
+        if ref.problem is None and first.setdefault((ref.uri, ref.source_id, ref.prompt),
+                                                    ref) is not ref:
+            yield kinds.Skipped(ref.uri, kinds.LISTED_AGAIN)
+    refs = list(first.values()) + [ref for ref in refs if ref.problem is not None]
     uris = [ref.uri for ref in refs]
     photos = [ref.uri for ref in refs
               if ref.problem is None and kinds.kind_of(ref.uri) == kinds.PHOTO]

@@ -63,7 +63,8 @@ def caption_job(config: CaptionConfig, run: RunState, image: PreparedImage) -> C
         key=built.key, uri=image.uri, body=body,
         estimated_prompt_tokens=built.estimated_prompt_tokens,
         max_output_tokens=config.request.max_output_tokens, price=config.price, run=run,
-        dedupe=config.dedupe, url=endpoint.request_url(config.request.model))
+        dedupe=config.dedupe, url=endpoint.request_url(config.request.model),
+        source_id=image.source_id)
 
 
 def outcome_row(config: CaptionConfig, image: PreparedImage, job: CaptionJob,

@@ -54,6 +54,20 @@ def test_the_same_image_again_is_a_redelivery_identical_to_the_first() -> None:
         first.result, first.attempts, first.latency_ms, first.cost_usd)
 
 
+def test_the_same_file_under_another_source_id_is_a_duplicate_not_a_redelivery() -> None:
+    async def go():
+        memory, endpoint = AnswerMemory(), Endpoint(ANSWER)
+        first = await memory.answer("k", "/a.jpg", endpoint.send, "id-1")
+        again = await memory.answer("k", "/a.jpg", endpoint.send, "id-1")
+        other = await memory.answer("k", "/a.jpg", endpoint.send, "id-2")
+        return first, again, other, endpoint.sent
+    first, again, other, sent = asyncio.run(go())
+    assert sent == 1 and first == ANSWER
+    assert again.redelivered and again.shared_from is None
+    # Its own row, but the money counted once: it names the payer, as any duplicate does.
+    assert (other.redelivered, other.shared_from, other.cost_usd) == (False, "/a.jpg", 3e-5)
+
+
 def test_failures_without_an_answer_are_not_shared_but_billed_refusals_are() -> None:
     async def go(outcome):
         memory, endpoint = AnswerMemory(), Endpoint(outcome)

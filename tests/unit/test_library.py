@@ -97,6 +97,19 @@ def test_a_question_mark_is_part_of_a_file_name_but_starts_a_url_query() -> None
     assert kinds.kind_of("https://h/x/a.mp4?sig=1/2") == kinds.VIDEO
 
 
+def test_a_file_listed_again_is_sent_once_and_counted() -> None:
+    refs = [ImageRef("/roll/a.jpg"), ImageRef("/roll/a.jpg"), ImageRef("/roll/a.jpg", "id-2"),
+            ImageRef("/roll/a.jpg", prompt="Count the people."), ImageRef("/roll/a.jpg"),
+            ImageRef("/roll/b.jpg")]
+    out = list(sort_group(refs, LibrarySettings()))
+    sent = [(r.uri, r.source_id, r.prompt) for r in out if isinstance(r, ImageRef)]
+    # Another id or another prompt is another row (another question, or the caller's own id).
+    assert sent == [("/roll/a.jpg", None, None), ("/roll/a.jpg", "id-2", None),
+                    ("/roll/a.jpg", None, "Count the people."), ("/roll/b.jpg", None, None)]
+    assert [(s.uri, s.kind) for s in out if isinstance(s, kinds.Skipped)] == [
+        ("/roll/a.jpg", kinds.LISTED_AGAIN)] * 2
+
+
 def test_sidecars_without_their_photo_are_still_skipped() -> None:
     sent, skipped = _sorted(["orphan.AAE", "orphan.jpg.json"],
                             sidecars={"orphan.jpg.json": b"{not json"})
