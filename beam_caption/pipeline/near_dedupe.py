@@ -4,15 +4,17 @@
     representatives | CaptionImages(...) -> captions, errors
     (captions, errors, followers) | ShareCaptions(config) -> follower rows, savings
 
-GroupNearDuplicates keys each prepared photo by a coarse key (its camera and the minute it was
-taken, inputs/similar.py) and groups them with a GroupByKey: one camera's minute meets on one
+GroupNearDuplicates keys each prepared photo by a coarse key (its camera, the minute it was
+taken, inputs/similar.py, and its prompt: a burst shares an answer only to the same question)
+and groups them with a GroupByKey: one camera's minute meets on one
 worker, never the whole library. Within it, photos near-identical to an earlier one (hash of
 the JPEG prepared for sending, capture times seconds apart) become followers of that
 representative; only representatives are sent. Photos without a capture time, and videos, are
 never grouped (they pass through as their own representatives).
 
-ShareCaptions joins each follower to its representative's row by uri (a CoGroupByKey-like
-GroupByKey): the follower gets the caption with `deduplicated_from` naming the representative,
+ShareCaptions joins each follower to its representative's row by the representative's
+request_key (a CoGroupByKey-like GroupByKey; a uri would not do: one file may be listed with two
+prompts): the follower gets the caption with `deduplicated_from` naming the representative,
 `near_duplicate = true` and `cost_usd = 0`; each such row saves one request and the
 representative's cost, counted in the summary. A follower whose representative got no caption
 becomes an error row (not billed, so `--resume` sends it later).
@@ -20,6 +22,7 @@ becomes an error row (not billed, so `--resume` sends it later).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -62,12 +65,19 @@ def _camera(image: PreparedImage) -> str:
 
 
 def _keyed(image: PreparedImage) -> Iterator[Any]:
-    """(coarse key, image) for a photo with a capture time; others tagged as representatives."""
+    """(coarse key, image) for a photo with a capture time; others tagged as representatives.
+    Photos asked different questions (a manifest's prompt column) never meet."""
     taken = seconds_of(image.meta.taken_at) if image.meta else None
     if image.media_type != "image" or taken is None:
         yield TaggedOutput("alone", image)
         return
-    yield coarse_key(_camera(image), taken), image
+    asked = hashlib.sha256(image.prompt.encode()).hexdigest()[:16] if image.prompt else ""
+    yield f"{coarse_key(_camera(image), taken)}|{asked}", image
+
+
+def _shot_id(image: PreparedImage) -> str:
+    """What tells two listed photos apart in a group (one file may be listed under two ids)."""
+    return f"{image.uri}\0{image.source_id or ''}\0{image.prompt or ''}"
 
 
 def follower_fields(config: CaptionConfig, image: PreparedImage) -> dict[str, Any]:
@@ -84,18 +94,22 @@ class _PickFn(beam.DoFn):
         self._settings = settings
 
     def process(self, element: tuple[str, list[PreparedImage]]) -> Iterator[Any]:
-        """Yield representatives; followers tagged FOLLOWERS as (representative uri, fields)."""
+        """Yield representatives; followers tagged FOLLOWERS as (the representative's
+        request_key, fields with its uri as "representative")."""
         _, images = element
-        images = list(images)
-        shots = [Shot(i.uri, _camera(i), seconds_of(i.meta.taken_at) or 0.0, *fingerprint(i.jpeg))
-                 for i in images]
+        by_id = {_shot_id(i): i for i in images}
+        shots = [Shot(shot_id, _camera(i), seconds_of(i.meta.taken_at) or 0.0,
+                      *fingerprint(i.jpeg)) for shot_id, i in by_id.items()]
         followers = cluster(shots, self._settings)
-        for image in images:
-            rep = followers.get(image.uri)
-            if rep is None:
+        for shot_id, image in by_id.items():
+            rep_id = followers.get(shot_id)
+            if rep_id is None:
                 yield image
-            else:
-                yield TaggedOutput(FOLLOWERS, (rep, follower_fields(self._config, image)))
+                continue
+            rep = by_id[rep_id]
+            fields = {**follower_fields(self._config, image), "representative": rep.uri}
+            yield TaggedOutput(FOLLOWERS, (self._config.request_key(rep.image_id, rep.prompt),
+                                           fields))
 
 
 class GroupNearDuplicates(beam.PTransform):
@@ -124,8 +138,8 @@ class _ShareFn(beam.DoFn):
         self._run_id = run_id
 
     def process(self, element: tuple[str, list[tuple[str, Any]]]) -> Iterator[Any]:
-        """Follower rows for one representative uri."""
-        rep_uri, items = element
+        """Follower rows for one representative (by its request_key)."""
+        _, items = element
         followers = [value for kind, value in items if kind == "follower"]
         if not followers:
             return
@@ -142,8 +156,8 @@ class _ShareFn(beam.DoFn):
                     uri=fields["uri"], image_id=fields["image_id"], stage="request",
                     code="near_duplicate_unanswered", request_key=fields["request_key"],
                     source_key=fields["source_key"], run_id=self._run_id,
-                    message=f"not sent: a near-duplicate of {rep_uri}, which got no caption "
-                            f"({code})"))
+                    message=f"not sent: a near-duplicate of {fields['representative']}, which "
+                            f"got no caption ({code})"))
 
 
 class ShareCaptions(beam.PTransform):
@@ -155,13 +169,13 @@ class ShareCaptions(beam.PTransform):
         self._run_id = config.run_id
 
     def expand(self, pcolls: tuple[beam.PCollection, ...]) -> SharedRows:
-        """Join followers to their representative's row by uri."""
+        """Join followers to their representative's row by its request_key."""
         captions, errors, followers = pcolls
         result = (
-            (captions | "KeyCaptions" >> beam.Map(lambda r: (r["uri"], ("caption", r))),
-             errors | "KeyErrors" >> beam.Map(lambda r: (r["uri"], ("error", r))),
+            (captions | "KeyCaptions" >> beam.Map(lambda r: (r["request_key"], ("caption", r))),
+             errors | "KeyErrors" >> beam.Map(lambda r: (r["request_key"], ("error", r))),
              followers | "KeyFollowers" >> beam.Map(lambda f: (f[0], ("follower", f[1]))))
-            | "AllByUri" >> beam.Flatten()
+            | "AllByRepresentative" >> beam.Flatten()
             | "GroupByRepresentative" >> beam.GroupByKey()
             | "Share" >> beam.ParDo(_ShareFn(self._run_id)).with_outputs(
                 ERRORS, SAVED, main="captions"))

@@ -267,6 +267,40 @@ def test_near_dedupe_captions_a_burst_once(sim, sim_log, tmp_path) -> None:
     assert summary["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in reps.values()))
 
 
+def test_near_dedupe_shares_an_answer_only_to_the_same_question(sim, sim_log, tmp_path) -> None:
+    folder, out = tmp_path / "roll", tmp_path / "out"
+    folder.mkdir()
+    _bursts(folder, bursts=1, distinct=0)  # IMG_1000..IMG_1003: one burst
+    count = "How many people are in this photo? Answer with a number."
+    asked = {"IMG_1000.JPG": "", "IMG_1001.JPG": count, "IMG_1002.JPG": "",
+             "IMG_1003.JPG": count}
+    manifest = tmp_path / "asked.csv"
+    # The first shot is also listed under an id of its own: the same file twice must follow
+    # itself once, not leave both listings without a representative.
+    manifest.write_text("uri,prompt,id\n" + "".join(
+        f"{folder}/{name},{prompt},\n" for name, prompt in asked.items())
+        + f"{folder}/IMG_1000.JPG,,mine\n")
+    sim_log.write_text("")
+    os.environ["BC_TEST_KEY"] = SECRET
+    try:
+        assert run_cli("run", "--manifest", str(manifest), "--output", str(out), "--base-url",
+                       sim.base_url, "--api-key-env", "BC_TEST_KEY", "--near-dedupe",
+                       *IN_MEMORY) == 0
+    finally:
+        del os.environ["BC_TEST_KEY"]
+    rows = read_rows(out, "captions")
+    assert len(rows) == 5 and read_rows(out, "errors") == []
+    followers = [r for r in rows if r["near_duplicate"]]
+    # IMG_1001 is a near-copy of IMG_1000 but was asked another question: it is sent, and
+    # the burst shares within each question only.
+    assert sorted((Path(r["uri"]).name, r["source_id"] or "", Path(r["deduplicated_from"]).name)
+                  for r in followers) == [("IMG_1000.JPG", "mine", "IMG_1000.JPG"),
+                                          ("IMG_1002.JPG", "", "IMG_1000.JPG"),
+                                          ("IMG_1003.JPG", "", "IMG_1001.JPG")]
+    sent = [json.dumps(body["messages"]) for body in logged_requests(sim_log)]
+    assert len(sent) == 2 and sum(count in body for body in sent) == 1
+
+
 def _estimate(capsys, *args: str) -> dict:
     capsys.readouterr()
     assert run_cli("estimate", "--json", *args, *IN_MEMORY) == 0

@@ -81,10 +81,11 @@ def test_coarse_keys_split_by_camera_and_minute() -> None:
     assert coarse_key("a", 61.0) != coarse_key("b", 61.0)
 
 
-def _fields(uri: str) -> dict:
+def _fields(uri: str, representative: str = "a.jpg") -> dict:
     return {"uri": uri, "image_id": "f" * 64, "source_id": None, "width": 8, "height": 6,
             "sent_width": 8, "sent_height": 6, "bytes": 10, "source_key": None,
-            "request_key": "k-" + uri, "meta": None, "media_type": "image"}
+            "request_key": "k-" + uri, "meta": None, "media_type": "image",
+            "representative": representative}
 
 
 def test_a_follower_shares_its_representatives_caption_at_no_cost() -> None:
@@ -94,8 +95,9 @@ def test_a_follower_shares_its_representatives_caption_at_no_cost() -> None:
 
     rep = {"uri": "a.jpg", "caption": "a dog", "cost_usd": 0.0002, "request_key": "k-a",
            "deduplicated": False, "created_at": datetime.now(UTC), "prompt_tokens": 100}
-    out = list(_ShareFn("run").process(("a.jpg", [("caption", rep),
-                                                  ("follower", _fields("b.jpg"))])))
+    # Joined by the representative's request_key.
+    out = list(_ShareFn("run").process(("k-a", [("caption", rep),
+                                                ("follower", _fields("b.jpg"))])))
     row, saved = out[0], out[1].value
     assert row["uri"] == "b.jpg" and row["caption"] == "a dog" and row["cost_usd"] == 0.0
     assert row["deduplicated_from"] == "a.jpg" and row["near_duplicate"] and row["deduplicated"]
@@ -106,11 +108,11 @@ def test_a_follower_shares_its_representatives_caption_at_no_cost() -> None:
 def test_a_follower_of_a_failed_representative_is_an_unbilled_error_row() -> None:
     from beam_caption.pipeline.near_dedupe import ERRORS, _ShareFn
 
-    failed = {"uri": "a.jpg", "code": "http_400"}
-    out = list(_ShareFn("run").process(("a.jpg", [("error", failed),
-                                                  ("follower", _fields("b.jpg"))])))
+    failed = {"uri": "a.jpg", "code": "http_400", "request_key": "k-a"}
+    out = list(_ShareFn("run").process(("k-a", [("error", failed),
+                                                ("follower", _fields("b.jpg"))])))
     assert len(out) == 1 and out[0].tag == ERRORS
     row = out[0].value
     assert row["code"] == "near_duplicate_unanswered" and row["cost_usd"] is None
     assert "a.jpg" in row["message"] and "http_400" in row["message"]
-    assert list(_ShareFn("run").process(("a.jpg", [("caption", {"uri": "a.jpg"})]))) == []
+    assert list(_ShareFn("run").process(("k-a", [("caption", {"uri": "a.jpg"})]))) == []
