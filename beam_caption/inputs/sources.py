@@ -9,6 +9,7 @@ into a one-line ConfigError; count_inputs() sizes the run for progress projectio
 from __future__ import annotations
 
 import contextlib
+import glob
 import itertools
 import os
 import re
@@ -133,14 +134,16 @@ def normalize_pattern(pattern: str) -> str:
 
     Local paths become absolute (Beam's local filesystem matches nothing for a bare relative
     pattern like '*.jpg'); a local directory or any pattern ending in '/' means everything
-    under it ('dir/**').
+    under it ('dir/**'). A local file or folder that exists is itself, even when its name
+    holds glob characters ('Trip [Italy]/', 'why?.jpg'): they are escaped.
     """
     if _SCHEME.match(pattern):
         return pattern + "**" if pattern.endswith("/") else pattern
     path = os.path.abspath(os.path.expanduser(pattern))
-    if pattern.endswith("/") or os.path.isdir(path):
-        return os.path.join(path, "**")
-    return path
+    folder = pattern.endswith("/") or os.path.isdir(path)
+    if os.path.lexists(path):
+        path = glob.escape(path)
+    return os.path.join(path, "**") if folder else path
 
 
 def _matches(pattern: str) -> Iterator[Entry]:

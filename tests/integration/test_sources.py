@@ -160,3 +160,19 @@ def test_normalize_pattern(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert normalize_pattern("a") == f"{tree}/a/**"
     assert normalize_pattern("gs://bucket/photos/") == "gs://bucket/photos/**"
     assert normalize_pattern("gs://bucket/**.jpg") == "gs://bucket/**.jpg"
+
+
+def test_a_file_or_folder_whose_name_holds_glob_characters_is_itself(tmp_path: Path) -> None:
+    trip = tmp_path / "Trip [Italy]"
+    for relative in ("a.jpg", "why?.jpg", "b*.jpg"):
+        (trip / relative).parent.mkdir(parents=True, exist_ok=True)
+        (trip / relative).write_bytes(b"\xff\xd8" + relative.encode())
+    (tmp_path / "Trip I" / "x.jpg").parent.mkdir()
+    (tmp_path / "Trip I" / "x.jpg").write_bytes(b"\xff\xd8x")  # what [Italy] would match
+    run({
+        "Folder": (ExpandInputs([str(trip)]), refs(trip, "a.jpg", "b*.jpg", "why?.jpg")),
+        "File": (ExpandInputs([str(trip / "why?.jpg")]), refs(trip, "why?.jpg")),
+        "Star": (ExpandInputs([str(trip / "b*.jpg")]), refs(trip, "b*.jpg")),
+        # A pattern that names nothing that exists stays a pattern.
+        "Pattern": (ExpandInputs([f"{tmp_path}/Trip [I]/*.jpg"]), refs(tmp_path, "Trip I/x.jpg")),
+    })
