@@ -49,7 +49,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     # inputs
     Option("--input", "image URIs: a glob (local, gs://, s3://; ** recurses) or an https:// URL; "
            "repeat the flag for more", INPUT, action="append", metavar="URI"),
-    Option("--manifest", "a file (or a glob of files) listing images: .txt (one URI per line), "
+    Option("--manifest", "a file (or a glob of files) listing images: .txt (one URI per line; "
+           "lines starting with # are comments: write ./#1.jpg for such a name), "
            ".csv/.jsonl/.parquet with a 'uri' column and optional 'id' and 'prompt' columns, or "
            "a Cloud Storage inventory report (.csv/.parquet with 'bucket', 'name' and ideally "
            "'size', 'updated'); read in ranges across workers, the way to give a huge bucket",
