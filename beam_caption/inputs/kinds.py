@@ -32,7 +32,9 @@ _STILL_EXTENSIONS = frozenset({".heic", ".heif", ".jpg", ".jpeg", ".dng", ".png"
 _BY_EXTENSION = {".aae": AAE_SIDECAR, ".xmp": XMP_SIDECAR, ".json": TAKEOUT_JSON,
                  ".thm": THUMBNAIL, ".nomedia": SYSTEM_FILE, ".ini": SYSTEM_FILE,
                  ".db": SYSTEM_FILE, ".plist": SYSTEM_FILE, ".lnk": SYSTEM_FILE,
-                 ".html": DOCUMENT, ".htm": DOCUMENT, ".txt": DOCUMENT, ".csv": DOCUMENT}
+                 ".html": DOCUMENT, ".htm": DOCUMENT, ".txt": DOCUMENT, ".csv": DOCUMENT,
+                 # A manifest kept beside the photos it lists (every manifest format).
+                 ".jsonl": DOCUMENT, ".parquet": DOCUMENT}
 _SYSTEM_NAMES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini",
                            ".picasa.ini", "picasa.ini", ".localized", "icon\r"})
 # Folders of generated thumbnails: Android's DCIM/.thumbnails, Synology's @eaDir, and others.

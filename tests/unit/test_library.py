@@ -28,6 +28,7 @@ from tests.fixtures import phone
     ("/DCIM/.thumbnails/123.jpg", kinds.THUMBNAIL), ("/vol/@eaDir/a.jpg/SYNOPHOTO.jpg",
                                                      kinds.THUMBNAIL),
     ("/t/archive_browser.html", kinds.DOCUMENT), ("/roll/unknown.xyz", kinds.PHOTO),
+    ("/roll/list.jsonl", kinds.DOCUMENT), ("/roll/list.parquet", kinds.DOCUMENT),
 ])
 def test_kinds_by_name(uri: str, kind: str) -> None:
     assert kinds.kind_of(uri) == kind
