@@ -112,7 +112,11 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
         progress=config.caption.progress_settings)
     if config.batch.enabled:
         # Shard files + one submission step; rows and the summary come from `batch collect`.
-        return submit_batches(prepared, config, supersede=supersede)
+        # A resumed output's paid answers (journal, billed errors) are written now, under this
+        # run's name, so collect's summary counts them; their journals go when it closes.
+        carried = pipeline | "CarriedRows" >> CarriedRows(carry) if carry is not None else None
+        return submit_batches(prepared, config, supersede=supersede, carried=carried,
+                              journals=journals)
     captions, errors, notes = _caption(prepared.images, config, checkpoint)
     errors.append(prepared.errors)
     notes.append(library.skipped | "TagSkipped" >> beam.Map(lambda row: ("skipped", row)))

@@ -35,6 +35,7 @@ from beam_caption.batch.api import BatchClient
 from beam_caption.batch.wire import BatchInfo
 from beam_caption.config import CaptionConfig
 from beam_caption.cost.pricing import cost_usd
+from beam_caption.pipeline.journal import delete_journals
 from beam_caption.pipeline.rows import caption_row, error_row, error_stage
 from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
 from beam_caption.pipeline.summary import SummaryFn, summary_document, write_summary
@@ -177,8 +178,11 @@ def _run_files(output: str, table: str, run_id: str) -> list[str]:
 
 
 def _tally(output: str, run_id: str) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    fn = SummaryFn()
+    """The summary tally of the run's files, and the files; `realtime_usd` in the tally is what
+    rows paid at realtime prices (carried over from an interrupted realtime run)."""
+    fn = SummaryFn(run_id)
     acc = fn.create_accumulator()
+    realtime_usd = 0.0
     files: dict[str, list[str]] = {}
     for table, kind in (("captions", "caption"), ("errors", "error")):
         files[table] = _run_files(output, table, run_id)
@@ -186,6 +190,9 @@ def _tally(output: str, run_id: str) -> tuple[dict[str, Any], dict[str, list[str
             with FileSystems.open(path) as handle:
                 for row in pq.read_table(handle).to_pylist():
                     acc = fn.add_input(acc, (kind, row))
+                    if not row.get("batch") and not row.get("deduplicated"):
+                        realtime_usd += row.get("cost_usd") or 0.0
+    acc["realtime_usd"] = realtime_usd
     return acc, files
 
 
@@ -198,7 +205,9 @@ def write_batch_summary(output: str, run: bs.RunRecord) -> dict[str, Any]:
     cost = summary["cost_usd"]
     price = run.price or {}
     discount = price.get("batch_discount") or 0
-    realtime = round(cost / discount, 8) if cost is not None and discount else None
+    carried = acc["realtime_usd"]  # already at realtime prices: not divided by the discount
+    realtime = (round((cost - carried) / discount + carried, 8)
+                if cost is not None and discount else None)
     by_status: dict[str, int] = {}
     for shard in run.shards:
         by_status[shard.status] = by_status.get(shard.status, 0) + 1
@@ -220,6 +229,8 @@ def finish_run(output: str, ledger: bs.BatchLedger, run: bs.RunRecord) -> dict[s
     stale = [p for p in run.supersede if FileSystems.exists(p)]
     if stale:
         FileSystems.delete(stale)
+    if run.journals:  # their answers are in this run's Parquet now
+        delete_journals(output, run.journals)
     inputs = [bs.resolve(output, s.path) for s in run.shards]
     gone = [p for p in inputs if FileSystems.exists(p)]
     if gone:

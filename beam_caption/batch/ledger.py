@@ -69,11 +69,14 @@ class RunRecord:
     price: dict[str, Any] | None = None  # the ModelPrice the rows are billed at (batch discount)
     structured: dict[str, Any] | None = None  # the --schema spec answers are parsed with
     supersede: list[str] = field(default_factory=list)  # error files collect replaces
+    # Run ids whose answer journals this run wrote to Parquet (--resume): deleted when collected.
+    journals: list[str] = field(default_factory=list)
     state: str = SUBMITTING
     shards: list[ShardRecord] = field(default_factory=list)
 
     @classmethod
-    def for_run(cls, caption: CaptionConfig, supersede: tuple[str, ...] = ()) -> RunRecord:
+    def for_run(cls, caption: CaptionConfig, supersede: tuple[str, ...] = (),
+                journals: tuple[str, ...] = ()) -> RunRecord:
         """The record of a run about to write its shards (they are added when submitted)."""
         endpoint = caption.endpoint
         return cls(run_id=caption.run_id, created_at=utc_now().isoformat(),
@@ -85,7 +88,7 @@ class RunRecord:
                    price=dataclasses.asdict(caption.price) if caption.price else None,
                    structured=(dataclasses.asdict(caption.structured) if caption.structured
                                else None),
-                   supersede=list(supersede))
+                   supersede=list(supersede), journals=list(journals))
 
     def caption_config(self) -> CaptionConfig:
         """The CaptionConfig the row builders need, rebuilt on any machine from the record."""

@@ -24,7 +24,8 @@ from beam_caption.batch.shards import BuildBatchLines, ShardInfo, WriteBatchShar
 from beam_caption.config import RunConfig
 from beam_caption.layout import BATCH_DIR
 from beam_caption.pipeline.prepare import ERRORS
-from beam_caption.pipeline.schema import ERRORS_SCHEMA
+from beam_caption.pipeline.resume import CarriedOutputs
+from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
 
 _LOG = logging.getLogger(__name__)
 
@@ -110,19 +111,30 @@ class SubmitShards(beam.PTransform):
                 | "Submit" >> beam.Map(_submit_all, self._output, self._template))
 
 
-def submit_batches(prepared: Any, config: RunConfig,
-                   supersede: tuple[str, ...] = ()) -> beam.PCollection:
+def submit_batches(prepared: Any, config: RunConfig, supersede: tuple[str, ...] = (),
+                   carried: CarriedOutputs | None = None,
+                   journals: tuple[str, ...] = ()) -> beam.PCollection:
     """Batch mode's replacement for CaptionImages + WriteCaptions; returns the run id.
 
     `prepared` is PrepareImages' output; its error rows (and requests too large for a file) are
     written now as errors-<run_id>-*.parquet; captions come later, from `batch collect`.
+    `carried`: a resumed output's paid rows (pipeline/resume.py's CarriedRows), written now as
+    captions-<run_id>-carried-*.parquet and with the errors; `journals`: the run ids whose
+    journals those rows came from, deleted when the run is collected.
     """
     run_id = config.caption.run_id
     items = prepared.images | "BuildBatchLines" >> BuildBatchLines(config.caption)
     written = items | "WriteBatchShards" >> WriteBatchShards(config.output, run_id, config.batch)
-    errors = (prepared.errors, written[ERRORS]) | "AllErrors" >> beam.Flatten()
-    _ = errors | "WriteErrorsParquet" >> beam.io.WriteToParquet(
-        FileSystems.join(config.output, f"errors-{run_id}"), ERRORS_SCHEMA, codec="zstd",
-        file_name_suffix=".parquet")
-    template = bs.RunRecord.for_run(config.caption, supersede)
+    errors = [prepared.errors, written[ERRORS]]
+    if carried is not None:
+        errors.append(carried.errors)
+        _ = carried.captions | "WriteCarriedParquet" >> beam.io.WriteToParquet(
+            FileSystems.join(config.output, f"captions-{run_id}-carried"),
+            captions_schema(config.caption.structured), codec="zstd",
+            file_name_suffix=".parquet")
+    _ = (tuple(errors) | "AllErrors" >> beam.Flatten()
+         | "WriteErrorsParquet" >> beam.io.WriteToParquet(
+             FileSystems.join(config.output, f"errors-{run_id}"), ERRORS_SCHEMA, codec="zstd",
+             file_name_suffix=".parquet"))
+    template = bs.RunRecord.for_run(config.caption, supersede, journals)
     return written.shards | "SubmitShards" >> SubmitShards(config.output, template)

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from beam_caption.cost.pricing import load_prices
+from beam_caption.layout import JOURNAL_DIR, run_journal_dir
+from beam_caption.pipeline import journal as jr
 from beam_caption.simulator import SimulatorHandle, running_simulator
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import IN_MEMORY, read_rows, read_summary, run_cli
@@ -127,6 +129,41 @@ def test_killed_launcher_resumes_with_collect_and_submits_nothing_new(tmp_path: 
     assert set(stats["successes_by_image"].values()) == {1}
     assert len(stats["successes_by_image"]) == 9
     assert _ledger(out)["runs"][0]["state"] == "collected"
+
+
+def test_a_batch_resume_writes_what_a_killed_realtime_run_paid_for(tmp_path: Path) -> None:
+    photos = _photos(tmp_path, 8)
+    done, out = tmp_path / "done", tmp_path / "out"
+    with running_simulator(batch_seconds=0.2) as sim:
+        # What a realtime run killed after three answers leaves: their rows in its journal,
+        # no Parquet (the rows of a real run over three of the photos, journaled as it would).
+        three = tmp_path / "three"
+        three.mkdir()
+        for photo in sorted(photos.iterdir())[:3]:
+            shutil.copy(photo, three / photo.name)
+        assert _run(sim, three, done) == 0
+        paid = read_rows(done, "captions")
+        journal = jr.AnswerJournal(run_journal_dir(str(out), "20261130T000000Z-killed"))
+        for row in paid:
+            journal.append(jr.CAPTIONS, {**row, "run_id": "20261130T000000Z-killed",
+                                         "uri": str(photos / Path(row["uri"]).name)})
+        journal.close()
+        before = sim.stats()
+        assert _run(sim, photos, out, "--mode", "batch", "--resume", *POLL) == 0
+        stats = sim.stats()
+    # The three paid answers were not sent again, and each of them has its row.
+    assert stats["requests"]["total"] == before["requests"]["total"]
+    assert sum(stats["batch_lines"].values()) - sum(before["batch_lines"].values()) == 5
+    rows = read_rows(out, "captions")
+    assert _names(rows) == sorted(p.name for p in photos.iterdir())
+    assert sum(1 for r in rows if not r["batch"]) == 3
+    summary = read_summary(out)
+    assert (summary["captions"], summary["carried_over"]) == (8, 3)
+    assert summary["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows))
+    carried_usd = sum(r["cost_usd"] for r in paid)
+    assert summary["batch"]["cost_usd_at_realtime_prices"] == pytest.approx(
+        (summary["cost_usd"] - carried_usd) * 2 + carried_usd)
+    assert not (out / JOURNAL_DIR).exists(), "their journal went once the rows were written"
 
 
 def test_expired_lines_become_error_rows_that_a_realtime_resume_finishes(tmp_path: Path) -> None:
