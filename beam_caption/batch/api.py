@@ -45,7 +45,7 @@ INLINE = "inline:"  # an inline-batch shard's "file id": the shard file's path
 _FIND_PAGES = 20
 
 
-def _ambiguous(error: ApiError) -> bool:
+def ambiguous(error: ApiError) -> bool:
     """True when the server may have acted on the request although we got no answer."""
     return error.status is None or error.status >= 500 or error.status == 408
 
@@ -98,6 +98,12 @@ class BatchClient:
             raise ResponseError("the Files API answered without a file id")
         return file_id
 
+    @property
+    def finds_batches(self) -> bool:
+        """True when a batch can be found by its input (OpenAI's Files + Batch API), so a
+        create that may have happened is looked up, never repeated; False for inline batches."""
+        return self._wire is None
+
     def create_once(self, input_file_id: str, metadata: dict[str, str] | None = None,
                     not_before: int = 0) -> BatchInfo:
         """Create a batch for `input_file_id`, unless one already exists for that file.
@@ -117,7 +123,7 @@ class BatchClient:
                 return parse_batch(self._send("POST", "/batches", lambda: [data],
                                               {"Content-Type": "application/json"}))
             except ApiError as exc:
-                if _ambiguous(exc):
+                if ambiguous(exc):
                     # The batch may exist although no answer came back: never create a second.
                     found = self.find_batch(input_file_id, not_before)
                     if found is not None:
@@ -139,7 +145,7 @@ class BatchClient:
         data = json.dumps(body).encode()
         return self._wire.parse_status(self._retrying(
             lambda: self._send("POST", path, lambda: [data], {"Content-Type": "application/json"}),
-            "creating a batch", final=_ambiguous))
+            "creating a batch", final=ambiguous))
 
     def get(self, batch_id: str) -> BatchInfo:
         """GET /v1/batches/{id} (or the inline provider's batch)."""

@@ -8,13 +8,26 @@ twice: a shard with a file id is never uploaded again, one with a batch id is ne
 again (and batch/api.py's create_once looks for a batch on the file before creating one).
 
 Writes go to a temporary name and are renamed over batches.json (atomic on local disks; on GCS a
-copy that replaces the object whole), so a reader never sees half a document.
+copy that replaces the object whole), so a reader never sees half a document. More than one
+process may write it at once (a launcher submitting, `batch cancel`, `batch collect`), so a
+write merges what is on disk first (`save_ledger`): a batch id, a file id, a cancel request or a
+collected mark one writer recorded is never dropped by another's older copy.
+
+A shard being submitted carries a claim (host, pid, when): another submitter leaves it to a live
+claimant, so two processes never create batches for the same shard. A claim left by a process
+that died is taken over where the provider can be asked whether the batch exists (OpenAI looks
+for a batch on the uploaded file); where it cannot (Anthropic's and Gemini's inline batches), the
+shard waits for the user's word (`batch submit --resubmit-interrupted`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +68,9 @@ class ShardRecord:
     errors: list[str] = field(default_factory=list)
     cancel_requested: bool = False
     collected: bool = False
+    # While a process submits it: {"host", "pid", "since", "token"}, and "unresolved" once an
+    # inline create failed without telling whether the batch was made.
+    claim: dict[str, Any] | None = None
 
 
 @dataclass
@@ -177,8 +193,95 @@ def load_ledger(output: str) -> BatchLedger:
     return BatchLedger.from_json(data, path)
 
 
+# A claim from another machine is taken for dead after this long (its process cannot be seen).
+CLAIM_TTL_S = 3600.0
+_STATES = (SUBMITTING, SUBMITTED, COLLECTED)
+_TOKEN = uuid.uuid4().hex  # this process's claims
+
+
+def own_claim() -> dict[str, Any]:
+    """A claim on a shard by this process, now."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+            "token": _TOKEN}
+
+
+def is_own(claim: dict[str, Any] | None) -> bool:
+    """True for a claim this process made."""
+    return bool(claim) and claim.get("token") == _TOKEN and claim.get("pid") == os.getpid()
+
+
+def released() -> dict[str, Any]:
+    """What a claim becomes when its process lets the shard go without a batch (a refused
+    upload or create): newer than the claim, so a merge keeps it."""
+    return {"since": time.time(), "released": True}
+
+
+def active_claim(shard: ShardRecord) -> dict[str, Any] | None:
+    """The shard's claim, unless released or the shard has its batch."""
+    claim = shard.claim
+    return claim if claim and not claim.get("released") and shard.batch_id is None else None
+
+
+def claim_alive(claim: dict[str, Any]) -> bool:
+    """True while the process that made `claim` may still be submitting: on this machine, its
+    pid is running; on another, the claim is younger than CLAIM_TTL_S."""
+    if claim.get("host") == socket.gethostname():
+        try:
+            os.kill(int(claim.get("pid") or 0), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, ValueError, OverflowError):
+            return True  # a pid of another user's: running
+        return int(claim.get("pid") or 0) > 0
+    return time.time() - float(claim.get("since") or 0) < CLAIM_TTL_S
+
+
+def _merge_shard(mine: ShardRecord, theirs: ShardRecord) -> None:
+    """Add to `mine`, in place, whatever `theirs` recorded that mine has not (ids, a cancel
+    request, the collected mark, a newer claim)."""
+    if mine.batch_id is None and theirs.batch_id is not None:
+        mine.status, mine.counts, mine.errors = theirs.status, theirs.counts, theirs.errors
+    elif mine.file_id is None and theirs.file_id is not None and mine.status == "written":
+        mine.status = theirs.status
+    for name in ("file_id", "uploaded_at", "batch_id", "output_file_id", "error_file_id"):
+        if getattr(mine, name) is None:
+            setattr(mine, name, getattr(theirs, name))
+    mine.cancel_requested = mine.cancel_requested or theirs.cancel_requested
+    mine.collected = mine.collected or theirs.collected
+    if mine.batch_id is not None:
+        mine.claim = None
+    elif theirs.claim and (not mine.claim
+                           or theirs.claim.get("since", 0) > mine.claim.get("since", 0)):
+        mine.claim = theirs.claim  # claimed since this copy was read
+
+
+def merge(mine: BatchLedger, theirs: BatchLedger) -> None:
+    """Fold `theirs` (what is on disk now) into `mine`, in place (callers keep their run and
+    shard objects): runs only they know are added, and each shard keeps what either recorded."""
+    known = {r.run_id: r for r in theirs.runs}
+    for run in mine.runs:
+        other = known.get(run.run_id)
+        if other is None:
+            continue
+        shards = {s.index: s for s in other.shards}
+        for shard in run.shards:
+            if shard.index in shards:
+                _merge_shard(shard, shards[shard.index])
+        run.state = max(run.state, other.state, key=_STATES.index)
+    ours = {r.run_id for r in mine.runs}
+    mine.runs.extend(r for r in theirs.runs if r.run_id not in ours)
+
+
+def refresh(output: str, ledger: BatchLedger) -> None:
+    """Fold what other processes wrote to batches.json since `ledger` was read into it."""
+    merge(ledger, load_ledger(output))
+
+
 def save_ledger(output: str, ledger: BatchLedger) -> None:
-    """Replace batches.json with `ledger` (temporary file, then rename)."""
+    """Write `ledger` to batches.json, merged with what is there now (other writers' ids,
+    cancels and collected marks are kept; `ledger` is updated with them), through a temporary
+    file and a rename."""
+    refresh(output, ledger)
     path = ledger_path(output)
     temporary = path + ".tmp"
     with FileSystems.create(temporary, mime_type="application/json") as handle:

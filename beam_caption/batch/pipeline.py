@@ -13,15 +13,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from beam_caption.api.errors import ApiError
 from beam_caption.batch import ledger as bs
-from beam_caption.batch.api import BatchClient, open_client
+from beam_caption.batch.api import BatchClient, ambiguous, open_client
+from beam_caption.batch.collect import note_status
 from beam_caption.batch.shards import BuildBatchLines, ShardInfo, WriteBatchShards
 from beam_caption.config import RunConfig
+from beam_caption.errors import RunAborted
 from beam_caption.layout import BATCH_DIR
 from beam_caption.pipeline.prepare import ERRORS
 from beam_caption.pipeline.resume import CarriedOutputs
@@ -54,31 +57,90 @@ def _delete_unreferenced(output: str, run: bs.RunRecord) -> None:
         FileSystems.delete(stray)
 
 
+class Submitted(NamedTuple):
+    """What one submit_pending call did: batches created now, shards left to a live submitter,
+    and shards whose interrupted inline create waits for the user's word."""
+
+    created: int
+    busy: list[int]
+    unresolved: list[int]
+
+
 def submit_pending(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
-                   client: BatchClient) -> int:
+                   client: BatchClient, *, resubmit_interrupted: bool = False) -> Submitted:
     """Upload and submit every shard of `run` without a batch, saving after each step.
 
-    Returns how many batches were created now.
+    Each shard is claimed in batches.json first and the ledger is read again before each one, so
+    a concurrent `batch submit` or a second launcher never creates a batch for the same shard,
+    and a `batch cancel` meanwhile is obeyed (a batch created while it came is cancelled).
     """
-    created = 0
-    for shard in run.unsubmitted():
-        if shard.file_id is None:
-            shard.file_id = client.upload(bs.resolve(output, shard.path), shard.bytes,
-                                          f"{run.run_id}-{shard.index:05d}.jsonl")
-            shard.uploaded_at, shard.status = int(time.time()), "uploaded"
-            bs.save_ledger(output, ledger)
-        info = client.create_once(shard.file_id, {"beam_caption_run": run.run_id,
-                                                  "beam_caption_shard": str(shard.index)},
-                                  not_before=(shard.uploaded_at or 0) - 60)
-        shard.batch_id, shard.status, shard.counts = info.id, info.status, info.counts
+    created, busy, unresolved = 0, [], []
+    for index in [s.index for s in run.unsubmitted()]:
+        bs.refresh(output, ledger)
+        shard = run.shards[index]
+        if shard.batch_id is not None or shard.cancel_requested:
+            continue
+        claim = bs.active_claim(shard)
+        if claim is not None and not bs.is_own(claim):
+            if bs.claim_alive(claim) and not claim.get("unresolved"):
+                busy.append(index)  # another process is submitting it now
+                continue
+            if not client.finds_batches and not resubmit_interrupted:
+                unresolved.append(index)  # it may have created the batch: nobody can tell
+                continue
+        elif claim is not None and claim.get("unresolved") and not resubmit_interrupted:
+            unresolved.append(index)
+            continue
+        shard.claim = bs.own_claim()
         bs.save_ledger(output, ledger)
+        try:
+            if shard.file_id is None:
+                shard.file_id = client.upload(bs.resolve(output, shard.path), shard.bytes,
+                                              f"{run.run_id}-{shard.index:05d}.jsonl")
+                shard.uploaded_at, shard.status = int(time.time()), "uploaded"
+                bs.save_ledger(output, ledger)
+            info = client.create_once(shard.file_id, {"beam_caption_run": run.run_id,
+                                                      "beam_caption_shard": str(shard.index)},
+                                      not_before=(shard.uploaded_at or 0) - 60)
+        except ApiError as exc:
+            if not client.finds_batches and ambiguous(exc):
+                shard.claim = {**bs.own_claim(), "unresolved": True}
+            else:
+                shard.claim = bs.released()  # refused: no batch was made
+            bs.save_ledger(output, ledger)
+            raise
+        shard.batch_id, shard.status, shard.counts = info.id, info.status, info.counts
+        shard.claim = None
+        bs.save_ledger(output, ledger)  # also reads a cancel that came meanwhile
         created += 1
         _LOG.info("shard %d/%d (%d requests, %.1f MB) submitted as %s", shard.index + 1,
                   len(run.shards), shard.lines, shard.bytes / 1e6, info.id)
+        if shard.cancel_requested:
+            note_status(shard, client.cancel(info.id))
+            bs.save_ledger(output, ledger)
+    for index in busy:
+        _LOG.warning("shard %d/%d of run %s is being submitted by another process (%s); left "
+                     "to it", index + 1, len(run.shards), run.run_id,
+                     _who(run.shards[index].claim))
     if run.state == bs.SUBMITTING and not run.unsubmitted():
         run.state = bs.SUBMITTED
         bs.save_ledger(output, ledger)
-    return created
+    return Submitted(created, busy, unresolved)
+
+
+def unresolved_message(output: str, run: bs.RunRecord, shards: list[int]) -> str:
+    """What to do about shards whose inline create was interrupted (see submit_pending)."""
+    names = ", ".join(f"beam-caption-{run.run_id}-{i}" for i in shards)
+    return (f"{len(shards)} shard files of run {run.run_id} were being submitted when their "
+            f"submitter stopped, and {run.endpoint.get('provider')} cannot be asked whether "
+            f"their batches were made: look for batches named {names} in the provider's "
+            f"console; if there are none, `beam-caption batch submit {output} "
+            f"--resubmit-interrupted` submits them (a batch made twice is paid twice)")
+
+
+def _who(claim: dict[str, Any] | None) -> str:
+    claim = claim or {}
+    return f"pid {claim.get('pid')} on {claim.get('host')}"
 
 
 def provider_args(run: bs.RunRecord) -> dict[str, Any]:
@@ -92,7 +154,9 @@ def _submit_all(shards: list[ShardInfo], output: str, template: bs.RunRecord) ->
     endpoint = run.endpoint
     client = open_client(endpoint["base_url"], endpoint["api_key_env"], endpoint["api_key_file"],
                          endpoint["api_key_secret"], **provider_args(run))
-    submit_pending(output, ledger, run, client)
+    submitted = submit_pending(output, ledger, run, client)
+    if submitted.unresolved:
+        raise RunAborted(unresolved_message(output, run, submitted.unresolved))
     return run.run_id
 
 

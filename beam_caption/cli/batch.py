@@ -17,7 +17,7 @@ from beam_caption.auth.gcloud import settle_gcs_credentials
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, open_client
 from beam_caption.batch.collect import collect_run, note_status
-from beam_caption.batch.pipeline import provider_args, submit_pending
+from beam_caption.batch.pipeline import provider_args, submit_pending, unresolved_message
 from beam_caption.batch.wire import TERMINAL
 from beam_caption.config import RunConfig
 from beam_caption.errors import BeamCaptionError, ConfigError, RunAborted
@@ -36,7 +36,8 @@ DESCRIPTION = """Follow and finish Batch API runs (`beam-caption run --mode batc
 The Batch API answers within 24 hours at half the realtime price. `run --mode batch` writes the
 requests as JSONL shard files in OUTPUT/batch/, submits them and records every file and batch id
 in OUTPUT/batches.json; these commands read that file, so they work from any machine:
-  submit   upload and submit shards that have no batch yet (a launcher died while submitting)
+  submit   upload and submit shards that have no batch yet (a launcher died while submitting);
+           shards another live process is submitting are left to it
   status   show each batch's status and request counts
   collect  write the rows of finished batches (captions-*.parquet, errors-*.parquet,
            run-summary.json); with --wait, first wait until every batch has finished
@@ -62,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between status checks while batches progress (the "
                              "first checks come sooner); the wait doubles while nothing changes, "
                              f"up to {POLL_CAP_FACTOR}x (default: 30)")
+    parser.add_argument("--resubmit-interrupted", action="store_true",
+                        help="submit: also submit shards whose batch creation was interrupted "
+                             "where the provider cannot be asked whether it happened "
+                             "(Anthropic, Gemini); check its console first: a batch made twice "
+                             "is paid twice")
     parser.add_argument("--base-url", metavar="URL",
                         help="endpoint to use instead of the one the run recorded")
     parser.add_argument("--api-key-env", metavar="NAME",
@@ -116,10 +122,19 @@ def main(args: argparse.Namespace, extra: list[str]) -> int:
     if args.action == "cancel":
         return cancel(output, ledger, clients)
     if args.action == "submit":
+        waiting = False
         for run in ledger.open_runs():
-            created = submit_pending(output, ledger, run, clients.for_run(run))
-            print(f"run {run.run_id}: {created} batches submitted now, "
-                  f"{sum(1 for s in run.shards if s.batch_id) - created} submitted before")
+            done = submit_pending(output, ledger, run, clients.for_run(run),
+                                  resubmit_interrupted=args.resubmit_interrupted)
+            print(f"run {run.run_id}: {done.created} batches submitted now, "
+                  f"{sum(1 for s in run.shards if s.batch_id) - done.created} submitted before"
+                  + (f", {len(done.busy)} being submitted by another process" if done.busy
+                     else ""))
+            if done.unresolved:
+                print(unresolved_message(output, run, done.unresolved))
+            waiting = waiting or bool(done.busy or done.unresolved)
+        if waiting:
+            return 1
         if not args.wait:
             print(f"follow them: beam-caption batch status {output}")
             return 0

@@ -61,3 +61,58 @@ def test_overwrite_drops_the_state_of_collected_runs(tmp_path: Path) -> None:
     assert (tmp_path / "batches.json").exists()
     bs.check_output(str(tmp_path), overwrite=True)
     assert not (tmp_path / "batches.json").exists() and not list(shard_dir.iterdir())
+
+
+def test_a_writer_with_an_older_copy_drops_nothing_another_recorded(tmp_path: Path) -> None:
+    out = str(tmp_path)
+    first = _run("r1", bs.SUBMITTING)
+    first.shards.append(bs.ShardRecord(index=1, path="batch/r1/b.jsonl", meta="batch/r1/b.meta",
+                                       lines=2, images=2, bytes=100))
+    bs.save_ledger(out, bs.BatchLedger([first]))
+    submitter, canceller = bs.load_ledger(out), bs.load_ledger(out)
+    # The submitter records a batch; a `batch cancel` with the older copy marks the rest.
+    submitter.runs[0].shards[0].batch_id = "batch-1"
+    submitter.runs[0].shards[0].status = "validating"
+    bs.save_ledger(out, submitter)
+    shard = canceller.runs[0].shards[1]
+    shard.cancel_requested = True
+    bs.save_ledger(out, canceller)
+    # Each writer's copy now holds the other's news too (its objects, updated in place).
+    assert canceller.runs[0].shards[0].batch_id == "batch-1"
+    assert canceller.runs[0].shards[1] is shard
+    bs.refresh(out, submitter)
+    assert submitter.runs[0].shards[1].cancel_requested
+    on_disk = bs.load_ledger(out).runs[0]
+    assert (on_disk.shards[0].batch_id, on_disk.shards[0].status) == ("batch-1", "validating")
+    assert on_disk.shards[1].cancel_requested and on_disk.unsubmitted() == []
+    # A later state wins; a run only the disk knows is kept.
+    submitter.runs[0].state = bs.SUBMITTED
+    bs.save_ledger(out, submitter)
+    bs.save_ledger(out, bs.BatchLedger([_run("r2")]))
+    assert [(r.run_id, r.state) for r in bs.load_ledger(out).runs] == [
+        ("r2", bs.SUBMITTED), ("r1", bs.SUBMITTED)]
+
+
+def test_claims_are_kept_released_and_judged_alive(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = str(tmp_path)
+    bs.save_ledger(out, bs.BatchLedger([_run("r1", bs.SUBMITTING)]))
+    stale = bs.load_ledger(out)
+    claimer = bs.load_ledger(out)
+    claimer.runs[0].shards[0].claim = bs.own_claim()
+    bs.save_ledger(out, claimer)
+    bs.save_ledger(out, stale)  # a copy read before the claim does not erase it
+    claim = bs.active_claim(bs.load_ledger(out).runs[0].shards[0])
+    assert claim is not None and bs.is_own(claim) and bs.claim_alive(claim)
+    claimer.runs[0].shards[0].claim = bs.released()
+    bs.save_ledger(out, claimer)
+    assert bs.active_claim(bs.load_ledger(out).runs[0].shards[0]) is None
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = {**bs.own_claim(), "pid": int(done.stdout), "token": "another"}
+    assert not bs.claim_alive(dead) and not bs.is_own(dead)
+    far = {**dead, "host": "elsewhere"}
+    assert bs.claim_alive(far), "another machine's claim: alive until it is CLAIM_TTL_S old"
+    assert not bs.claim_alive({**far, "since": far["since"] - bs.CLAIM_TTL_S - 1})
