@@ -251,4 +251,22 @@ def unknown_beam_flags(flags: list[str]) -> list[str]:
     for cls in seen.values():
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(flags)
-    return [flag for flag in unknown if flag.startswith("-")]
+    return unknown
+
+
+def refuse_unknown(flags: list[str], command: str) -> None:
+    """ConfigError naming the first of `flags` no option takes: an unknown option, or a bare
+    argument (most often the second file of a glob the shell expanded: Beam would only warn,
+    and the run would caption the first file alone)."""
+    from beam_caption.errors import ConfigError
+
+    unknown = unknown_beam_flags(flags)
+    if not unknown:
+        return
+    first = unknown[0]
+    if first.startswith("-"):
+        raise ConfigError(f"unrecognized option {first} (not a beam-caption or Beam pipeline "
+                          f"option; see beam-caption {command} --help)")
+    raise ConfigError(f"unexpected argument {first!r}: if your shell expanded a glob into "
+                      f"{len(unknown) + 1} files, quote it (--input 'photos/*.jpg') so that "
+                      "beam-caption lists them; one --input per path or glob")

@@ -19,10 +19,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.api.errors import ApiError
+from beam_caption.batch import claims
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, ambiguous, open_client
 from beam_caption.batch.collect import note_status
 from beam_caption.batch.shards import BuildBatchLines, ShardInfo, WriteBatchShards
+from beam_caption.batch.wire import BatchInfo
 from beam_caption.config import RunConfig
 from beam_caption.errors import RunAborted
 from beam_caption.layout import BATCH_DIR
@@ -80,42 +82,15 @@ def submit_pending(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
         shard = run.shards[index]
         if shard.batch_id is not None or shard.cancel_requested:
             continue
-        claim = bs.active_claim(shard)
-        if claim is not None and not bs.is_own(claim):
-            if bs.claim_alive(claim) and not claim.get("unresolved"):
-                busy.append(index)  # another process is submitting it now
-                continue
-            if not client.finds_batches and not resubmit_interrupted:
-                unresolved.append(index)  # it may have created the batch: nobody can tell
-                continue
-        elif claim is not None and claim.get("unresolved") and not resubmit_interrupted:
-            unresolved.append(index)
+        verdict = _may_submit(shard, client, resubmit_interrupted)
+        if verdict != "yes":
+            (busy if verdict == "busy" else unresolved).append(index)
             continue
-        shard.claim = bs.own_claim()
-        bs.save_ledger(output, ledger)
-        try:
-            if shard.file_id is None:
-                shard.file_id = client.upload(bs.resolve(output, shard.path), shard.bytes,
-                                              f"{run.run_id}-{shard.index:05d}.jsonl")
-                shard.uploaded_at, shard.status = int(time.time()), "uploaded"
-                bs.save_ledger(output, ledger)
-            info = client.create_once(shard.file_id, {"beam_caption_run": run.run_id,
-                                                      "beam_caption_shard": str(shard.index)},
-                                      not_before=(shard.uploaded_at or 0) - 60)
-        except ApiError as exc:
-            if not client.finds_batches and ambiguous(exc):
-                shard.claim = {**bs.own_claim(), "unresolved": True}
-            else:
-                shard.claim = bs.released()  # refused: no batch was made
-            bs.save_ledger(output, ledger)
-            raise
-        shard.batch_id, shard.status, shard.counts = info.id, info.status, info.counts
-        shard.claim = None
-        bs.save_ledger(output, ledger)  # also reads a cancel that came meanwhile
+        info = _submit_one(output, ledger, run, shard, client)
         created += 1
         _LOG.info("shard %d/%d (%d requests, %.1f MB) submitted as %s", shard.index + 1,
                   len(run.shards), shard.lines, shard.bytes / 1e6, info.id)
-        if shard.cancel_requested:
+        if shard.cancel_requested:  # a `batch cancel` came while it was being created
             note_status(shard, client.cancel(info.id))
             bs.save_ledger(output, ledger)
     for index in busy:
@@ -126,6 +101,48 @@ def submit_pending(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
         run.state = bs.SUBMITTED
         bs.save_ledger(output, ledger)
     return Submitted(created, busy, unresolved)
+
+
+def _may_submit(shard: bs.ShardRecord, client: BatchClient, resubmit_interrupted: bool) -> str:
+    """"yes"; "busy" (a live process is submitting it); or "unresolved" (its inline create was
+    interrupted: the provider may hold its batch, and cannot be asked)."""
+    claim = claims.active_claim(shard)
+    if claim is None:
+        return "yes"
+    if not claims.is_own(claim):
+        if claims.claim_alive(claim) and not claim.get("unresolved"):
+            return "busy"
+        if not client.finds_batches and not resubmit_interrupted:
+            return "unresolved"
+        return "yes"  # OpenAI's create_once finds a batch the dead submitter made
+    return "unresolved" if claim.get("unresolved") and not resubmit_interrupted else "yes"
+
+
+def _submit_one(output: str, ledger: bs.BatchLedger, run: bs.RunRecord, shard: bs.ShardRecord,
+                client: BatchClient) -> BatchInfo:
+    """Claim, upload (unless uploaded) and create one shard's batch, saving after each step."""
+    shard.claim = claims.own_claim()
+    bs.save_ledger(output, ledger)
+    try:
+        if shard.file_id is None:
+            shard.file_id = client.upload(bs.resolve(output, shard.path), shard.bytes,
+                                          f"{run.run_id}-{shard.index:05d}.jsonl")
+            shard.uploaded_at, shard.status = int(time.time()), "uploaded"
+            bs.save_ledger(output, ledger)
+        info = client.create_once(shard.file_id, {"beam_caption_run": run.run_id,
+                                                  "beam_caption_shard": str(shard.index)},
+                                  not_before=(shard.uploaded_at or 0) - 60)
+    except ApiError as exc:
+        if not client.finds_batches and ambiguous(exc):
+            shard.claim = {**claims.own_claim(), "unresolved": True}
+        else:
+            shard.claim = claims.released()  # refused: no batch was made
+        bs.save_ledger(output, ledger)
+        raise
+    shard.batch_id, shard.status, shard.counts = info.id, info.status, info.counts
+    shard.claim = None
+    bs.save_ledger(output, ledger)  # also reads a cancel that came meanwhile
+    return info
 
 
 def unresolved_message(output: str, run: bs.RunRecord, shards: list[int]) -> str:

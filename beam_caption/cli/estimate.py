@@ -31,7 +31,7 @@ from beam_caption.estimate.pipeline import EstimateTokens
 from beam_caption.flag_types import positive_int as _positive_int
 from beam_caption.inputs.library import LOCAL_BUCKETS, LibrarySettings, SortLibrary
 from beam_caption.inputs.sources import ExpandInputs, check_inputs
-from beam_caption.options import add_caption_arguments, unknown_beam_flags
+from beam_caption.options import add_caption_arguments, refuse_unknown
 from beam_caption.pipeline.outputs import read_table
 from beam_caption.report.table import text_table
 
@@ -101,10 +101,7 @@ def measured_output_tokens(output: str) -> int:
 
 def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     """Run the estimate pipeline and print the bill; returns the exit code."""
-    unknown = unknown_beam_flags(beam_flags)
-    if unknown:
-        raise ConfigError(f"unrecognized option {unknown[0]} (not a beam-caption or Beam "
-                          "pipeline option; see beam-caption estimate --help)")
+    refuse_unknown(beam_flags, "estimate")
     options = estimate_pipeline_options(beam_flags)
     local = pl.is_local(options)
     settle_gcs_credentials([*(args.input or ()), args.manifest or "", args.output or ""])

@@ -29,7 +29,7 @@ from beam_caption.engine.stop import INTERRUPTED
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.sources import InputTally, check_inputs, tally_inputs
 from beam_caption.loopback import is_loopback_url
-from beam_caption.options import add_caption_arguments, unknown_beam_flags
+from beam_caption.options import add_caption_arguments, refuse_unknown
 from beam_caption.pipeline.journal import journal_runs
 from beam_caption.pipeline.outputs import (
     answer_sources,
@@ -86,10 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     """Run the job; returns the exit code."""
-    unknown = unknown_beam_flags(beam_flags)
-    if unknown:
-        raise ConfigError(f"unrecognized option {unknown[0]} (not a beam-caption or Beam "
-                          "pipeline option; see beam-caption run --help)")
+    refuse_unknown(beam_flags, "run")
     local = pl.is_local(pl.pipeline_options(beam_flags))
     settle_gcs_credentials([*(args.input or ()), args.manifest or "", args.output,
                             *(args.incremental or ()), args.schema or ""])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from beam_caption.batch import ledger as bs
+from beam_caption.batch import claims
 from beam_caption.simulator import running_simulator
 from tests.fixtures.photos import make_small_photos
 from tests.integration.pipeline_helpers import IN_MEMORY, read_rows, run_cli
@@ -53,7 +53,7 @@ def test_a_live_submitters_shard_is_left_to_it_and_a_dead_ones_is_found(
         _unsubmitted_run(sim, photos, out, monkeypatch, "--base-url", sim.base_url)
         assert _batch_ids(out) == [None, None, None]
         with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
-            _claim(out, 1, {**bs.own_claim(), "pid": other.pid, "token": "another"})
+            _claim(out, 1, {**claims.own_claim(), "pid": other.pid, "token": "another"})
             capsys.readouterr()
             assert run_cli("batch", "submit", str(out)) == 1, "one shard is still in other hands"
             assert "1 being submitted by another process" in capsys.readouterr().out
@@ -80,7 +80,7 @@ def test_an_interrupted_inline_create_waits_for_the_users_word(tmp_path: Path, m
         done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)
         # A launcher died while creating shard 0's batch: Anthropic may hold it or not.
-        _claim(out, 0, {**bs.own_claim(), "pid": int(done.stdout), "token": "dead"})
+        _claim(out, 0, {**claims.own_claim(), "pid": int(done.stdout), "token": "dead"})
         capsys.readouterr()
         assert run_cli("batch", "submit", str(out)) == 1
         said = capsys.readouterr().out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from beam_caption.batch import claims
 from beam_caption.batch import ledger as bs
 from beam_caption.errors import ConfigError
 
@@ -101,18 +102,18 @@ def test_claims_are_kept_released_and_judged_alive(tmp_path: Path) -> None:
     bs.save_ledger(out, bs.BatchLedger([_run("r1", bs.SUBMITTING)]))
     stale = bs.load_ledger(out)
     claimer = bs.load_ledger(out)
-    claimer.runs[0].shards[0].claim = bs.own_claim()
+    claimer.runs[0].shards[0].claim = claims.own_claim()
     bs.save_ledger(out, claimer)
     bs.save_ledger(out, stale)  # a copy read before the claim does not erase it
-    claim = bs.active_claim(bs.load_ledger(out).runs[0].shards[0])
-    assert claim is not None and bs.is_own(claim) and bs.claim_alive(claim)
-    claimer.runs[0].shards[0].claim = bs.released()
+    claim = claims.active_claim(bs.load_ledger(out).runs[0].shards[0])
+    assert claim is not None and claims.is_own(claim) and claims.claim_alive(claim)
+    claimer.runs[0].shards[0].claim = claims.released()
     bs.save_ledger(out, claimer)
-    assert bs.active_claim(bs.load_ledger(out).runs[0].shards[0]) is None
+    assert claims.active_claim(bs.load_ledger(out).runs[0].shards[0]) is None
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    dead = {**bs.own_claim(), "pid": int(done.stdout), "token": "another"}
-    assert not bs.claim_alive(dead) and not bs.is_own(dead)
+    dead = {**claims.own_claim(), "pid": int(done.stdout), "token": "another"}
+    assert not claims.claim_alive(dead) and not claims.is_own(dead)
     far = {**dead, "host": "elsewhere"}
-    assert bs.claim_alive(far), "another machine's claim: alive until it is CLAIM_TTL_S old"
-    assert not bs.claim_alive({**far, "since": far["since"] - bs.CLAIM_TTL_S - 1})
+    assert claims.claim_alive(far), "another machine's claim: alive until it is CLAIM_TTL_S old"
+    assert not claims.claim_alive({**far, "since": far["since"] - claims.CLAIM_TTL_S - 1})

@@ -100,6 +100,18 @@ def test_beam_flags_pass_through_and_unknown_ones_are_named() -> None:
     assert unknown_beam_flags(flags) == ["--bogus=1"]
 
 
+def test_a_glob_the_shell_expanded_is_refused_not_captioned_one_file_of(
+        tmp_path: Path, capsys) -> None:
+    files = [str(tmp_path / f"img{i}.jpg") for i in range(3)]
+    # `--input photos/*.jpg` unquoted: the shell passes the second and third files bare.
+    code, _, err = run(["run", "--input", *files, "--output", str(tmp_path / "out"),
+                        "--base-url", "http://127.0.0.1:9/v1"], capsys)
+    assert code == 2 and "quote it" in err and files[1] in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run(["estimate", "--input", *files], capsys)
+    assert code == 2 and "quote it" in err
+
+
 def test_python_m_beam_caption_works() -> None:
     result = subprocess.run([sys.executable, "-m", "beam_caption", "--version"],
                             capture_output=True, text=True, check=False)

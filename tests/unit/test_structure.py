@@ -164,6 +164,8 @@ def _readme_commands() -> list[list[str]]:
         for line in joined.splitlines():
             line = line.strip().removeprefix("$ ")
             match = re.search(r"(?:^|\s|/)beam-caption\s+(.*)$", line)
+            if re.match(r"beam-caption estimate \(", line):
+                continue  # the estimate's printed bill, shown after its command
             if match and not line.startswith("#"):
                 commands.append(shlex.split(match.group(1), comments=True))
     return commands
