@@ -35,19 +35,26 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+# Larger values are no setting anyone means (a cap of a quadrillion dollars, a timeout of 30
+# million years) and overflow what they are converted to (nano-dollars, a socket timeout).
+MAX_NUMBER = 1e15
+
+
 def non_negative_float(text: str) -> float:
-    """A number of 0 or more (not NaN)."""
+    """A number from 0 to MAX_NUMBER (not NaN, not infinite)."""
     value = float(text)
-    if not value >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    if not 0 <= value <= MAX_NUMBER:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to {MAX_NUMBER:.0e}, "
+                                         f"got {text}")
     return value
 
 
 def positive_float(text: str) -> float:
-    """A finite number above 0."""
+    """A number above 0, up to MAX_NUMBER."""
     value = float(text)
-    if not value > 0 or value == float("inf"):  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not 0 < value <= MAX_NUMBER:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be a positive number up to {MAX_NUMBER:.0e}, "
+                                         f"got {text}")
     return value
 
 

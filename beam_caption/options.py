@@ -137,9 +137,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "(no key needed, captions are synthetic)", ENDPOINT, action="store_true", default=False),
     # request engine
     Option("--concurrency", "requests in flight per worker process: 'auto' sizes it from the "
-           "measured latency and how fast images are prepared (from 32, between 8 and 512), N "
-           "fixes it; 429s halve it either way", ENGINE, type=ft.concurrency, default=0,
-           metavar="auto|N"),
+           "measured latency and how fast images are prepared (from 32, between 8 and 512; 0 "
+           "means auto too), N fixes it; 429s halve it either way", ENGINE,
+           type=ft.concurrency, default=0, metavar="auto|N"),
     Option("--rpm", "the account's requests-per-minute limit, shared by all workers (0 = none)",
            ENGINE, type=ft.non_negative_float, default=0.0, metavar="N"),
     Option("--tpm", "the account's tokens-per-minute limit, shared by all workers (0 = none)",
@@ -154,7 +154,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--max-attempts", "attempts per image for retryable failures (429, 5xx, timeouts)",
            ENGINE, type=ft.positive_int, default=6, metavar="N"),
     Option("--request-timeout", "seconds allowed for one request before it is retried", ENGINE,
-           type=ft.non_negative_float, default=120.0, metavar="S"),
+           type=ft.positive_float, default=120.0, metavar="S"),
     Option("--retry-deadline", "seconds after an image's first attempt when it stops being retried",
            ENGINE, type=ft.non_negative_float, default=900.0, metavar="S"),
     Option("--near-dedupe", "caption a burst once: photos from the same camera taken seconds "

@@ -91,7 +91,7 @@ def _caption_config(args: argparse.Namespace, prepare: PrepareSettings, output: 
                               api_key_env=args.api_key_env or adapter.key_env,
                               api_key_file=args.api_key_file,
                               api_key_secret=_api_key_secret(args),
-                              request_timeout_s=args.request_timeout or 120.0,
+                              request_timeout_s=args.request_timeout,
                               provider=provider)
     limits = LimitsConfig(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
                           workers=_worker_processes(args, workers),

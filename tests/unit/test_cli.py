@@ -42,6 +42,12 @@ def test_run_help_documents_every_option_and_has_examples(capsys) -> None:
     (["run", "--output", "x", "--input", "a", "--video-frames", "500"],
      "--video-frames: must be between 1 and 32"),
     (["run", "--output", "x", "--input", "a", "--video-frames", "0"], "--video-frames"),
+    # Infinite or absurd numbers overflowed the nano-dollar budget and aiohttp's timeout.
+    (["run", "--output", "x", "--input", "a", "--max-cost-usd", "inf"], "--max-cost-usd"),
+    (["run", "--output", "x", "--input", "a", "--max-cost-usd", "1e300"], "--max-cost-usd"),
+    (["run", "--output", "x", "--input", "a", "--request-timeout", "inf"], "--request-timeout"),
+    (["run", "--output", "x", "--input", "a", "--request-timeout", "0"], "--request-timeout"),
+    (["run", "--output", "x", "--input", "a", "--rpm", "nan"], "--rpm"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
     code, _, err = run(argv, capsys)
