@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from beam_caption.api.providers import DEFAULT_PROVIDER, get_provider
 from beam_caption.api.request import RequestSettings, request_key
@@ -296,4 +297,9 @@ def resolve_base_url(flag_value: str | None, provider: str = DEFAULT_PROVIDER) -
     url = flag_value or os.environ.get(adapter.base_url_env) or default
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--base-url must start with http:// or https://, got {url!r}")
+    if "@" in urlsplit(url).netloc:
+        # USER:KEY@HOST would travel into run-summary.json, batches.json and templates; the
+        # message names neither part.
+        raise ConfigError("--base-url must not hold credentials (USER:PASSWORD@HOST): pass the "
+                          "key with --api-key-env, --api-key-file or --api-key-secret")
     return url.rstrip("/")

@@ -42,6 +42,7 @@ from beam_caption.api.errors import (
 )
 from beam_caption.api.ratelimits import RateLimitInfo, parse_rate_limit_headers, retry_after_seconds
 from beam_caption.api.usage import Usage, parse_usage
+from beam_caption.redaction import mask_secrets
 
 # Error messages are cut to this length: they land in Parquet rows and on one log line each.
 MAX_MESSAGE_CHARS = 300
@@ -102,10 +103,11 @@ _SECRET = re.compile(r"(?i)(bearer\s+)\S+|\b(sk-)[A-Za-z0-9_\-]{6,}[A-Za-z0-9_\-
 def _safe(text: str) -> str:
     """One line, at most MAX_MESSAGE_CHARS, with anything shaped like a key or token masked.
 
-    Our own messages never hold the key, but a misbehaving server might echo it back.
+    Our own messages never hold the key, but a misbehaving server might echo it back: the
+    exact keys this process resolved are masked too, whatever their shape.
     """
     text = _SECRET.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
-    text = " ".join(text.split())
+    text = " ".join(mask_secrets(text).split())
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
 
 

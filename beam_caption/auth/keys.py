@@ -14,8 +14,9 @@ from beam_caption import resources
 from beam_caption.auth.secrets import fetch_secret
 from beam_caption.errors import ConfigError
 from beam_caption.loopback import is_loopback_url
+from beam_caption.redaction import MIN_SECRET_CHARS, REDACTED, remember_secret
 
-_REDACTED = "[REDACTED]"
+_REDACTED = REDACTED
 
 
 class RedactingFilter(logging.Filter):
@@ -35,9 +36,11 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_in_logs(secret: str) -> None:
-    """Install a redacting filter for `secret` on the root logger's handlers, once per process."""
-    if len(secret) < 8:
+    """Install a redacting filter for `secret` on the root logger's handlers, once per process;
+    error messages mask it too (redaction.py)."""
+    if len(secret) < MIN_SECRET_CHARS:
         return  # too short to redact without mangling ordinary words
+    remember_secret(secret)
     resources.kept(("redaction", secret), lambda: _install(secret))
 
 

@@ -62,6 +62,7 @@ def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
     (["--model", "gpt-5.4-nano", "--temperature", "0.5"], "temperature"),
     (["--model", "no-such-model", "--max-cost-usd", "1"], "--prices"),
     (["--simulate", "--base-url", "http://127.0.0.1:9/v1"], "--simulate"),
+    (["--base-url", "http://user:sk-in-the-url@127.0.0.1:9/v1"], "must not hold credentials"),
 ])
 def test_bad_combinations_are_one_line_and_exit_2(argv, fragment, tmp_path, capsys) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
@@ -69,6 +70,7 @@ def test_bad_combinations_are_one_line_and_exit_2(argv, fragment, tmp_path, caps
                         str(tmp_path / "out"), *argv], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert "sk-in-the-url" not in err
 
 
 def test_a_glob_that_matches_nothing_is_a_clear_error(tmp_path: Path, capsys) -> None:
