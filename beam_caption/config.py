@@ -8,12 +8,10 @@ it (an environment variable, a file or a secret's name), resolved on the worker 
 from __future__ import annotations
 
 import dataclasses
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from beam_caption.api.providers import DEFAULT_PROVIDER, get_provider
 from beam_caption.api.request import RequestSettings, request_key
@@ -23,7 +21,7 @@ from beam_caption.cost import tokens
 from beam_caption.cost.pricing import ModelPrice, load_prices, lookup_price
 from beam_caption.engine.progress import ProgressSettings
 from beam_caption.engine.run_state import RunSettings
-from beam_caption.engine.settings import EndpointConfig, LimitsConfig
+from beam_caption.engine.settings import EndpointConfig, LimitsConfig, resolve_base_url
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.context import context_line
 from beam_caption.inputs.fetch import FetchSettings
@@ -34,7 +32,6 @@ from beam_caption.inputs.metadata import PhotoMeta
 from beam_caption.inputs.similar import NearSettings
 from beam_caption.layout import run_journal_dir
 from beam_caption.options import (
-    DEFAULT_BASE_URL,
     DEFAULT_PROMPT,
     DEFAULT_VIDEO_PROMPT,
 )
@@ -287,19 +284,3 @@ class RunConfig:
 def new_run_id() -> str:
     """A sortable, unique id for one run: UTC time plus a short random suffix."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-
-
-def resolve_base_url(flag_value: str | None, provider: str = DEFAULT_PROVIDER) -> str:
-    """The endpoint: the flag, else the provider's variable as its official SDK reads it
-    ($OPENAI_BASE_URL, $ANTHROPIC_BASE_URL, $GEMINI_BASE_URL), else the provider's own API."""
-    adapter = get_provider(provider)
-    default = DEFAULT_BASE_URL if provider == DEFAULT_PROVIDER else adapter.default_base_url
-    url = flag_value or os.environ.get(adapter.base_url_env) or default
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--base-url must start with http:// or https://, got {url!r}")
-    if "@" in urlsplit(url).netloc:
-        # USER:KEY@HOST would travel into run-summary.json, batches.json and templates; the
-        # message names neither part.
-        raise ConfigError("--base-url must not hold credentials (USER:PASSWORD@HOST): pass the "
-                          "key with --api-key-env, --api-key-file or --api-key-secret")
-    return url.rstrip("/")

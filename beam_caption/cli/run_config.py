@@ -19,10 +19,9 @@ from beam_caption.config import (
     CaptionConfig,
     RunConfig,
     new_run_id,
-    resolve_base_url,
 )
 from beam_caption.cost.pricing import ModelPrice, load_prices, lookup_price
-from beam_caption.engine.settings import EndpointConfig, LimitsConfig
+from beam_caption.engine.settings import EndpointConfig, LimitsConfig, resolve_base_url
 from beam_caption.errors import ConfigError
 from beam_caption.inputs.fetch import FetchSettings
 from beam_caption.inputs.images import PrepareSettings

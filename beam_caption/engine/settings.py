@@ -3,6 +3,7 @@ where the job-wide rate-limit service is (--rate-limiter)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -10,6 +11,7 @@ from beam_caption.api.providers import DEFAULT_PROVIDER, get_provider
 from beam_caption.api.providers.base import Provider
 from beam_caption.engine.window import AUTO_MAX, AUTO_START
 from beam_caption.errors import ConfigError
+from beam_caption.options import DEFAULT_BASE_URL
 
 # The rate-limit service's domain when --rate-limiter names none.
 DEFAULT_DOMAIN = "beam-caption"
@@ -137,3 +139,19 @@ def limiter_address(url: str) -> LimiterAddress:
         raise ConfigError(f"--rate-limiter {url!r} is not envoy://HOST:PORT[/DOMAIN] "
                           "(an Envoy rate-limit service's gRPC address)")
     return LimiterAddress(parts.hostname, port, domain or DEFAULT_DOMAIN)
+
+
+def resolve_base_url(flag_value: str | None, provider: str = DEFAULT_PROVIDER) -> str:
+    """The endpoint: the flag, else the provider's variable as its official SDK reads it
+    ($OPENAI_BASE_URL, $ANTHROPIC_BASE_URL, $GEMINI_BASE_URL), else the provider's own API."""
+    adapter = get_provider(provider)
+    default = DEFAULT_BASE_URL if provider == DEFAULT_PROVIDER else adapter.default_base_url
+    url = flag_value or os.environ.get(adapter.base_url_env) or default
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--base-url must start with http:// or https://, got {url!r}")
+    if "@" in urlsplit(url).netloc:
+        # USER:KEY@HOST would travel into run-summary.json, batches.json and templates; the
+        # message names neither part.
+        raise ConfigError("--base-url must not hold credentials (USER:PASSWORD@HOST): pass the "
+                          "key with --api-key-env, --api-key-file or --api-key-secret")
+    return url.rstrip("/")

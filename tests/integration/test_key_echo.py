@@ -20,7 +20,7 @@ KEY = "plain key 4711 without-a-known-shape"
 
 
 class _Echo(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
         body = json.dumps({"error": {"message": f"Incorrect API key provided: {sent}.",
