@@ -19,6 +19,7 @@ from beam_caption import job as pl
 from beam_caption.auth.gcloud import settle_gcs_credentials
 from beam_caption.auth.keys import require_api_key
 from beam_caption.auth.secrets import check_secret_access
+from beam_caption.batch import ledger as bs
 from beam_caption.batch.ledger import check_output as check_batch_output
 from beam_caption.cli import batch as batch_cli
 from beam_caption.cli.live import LiveProgress
@@ -172,6 +173,13 @@ def _answered_outputs(config: RunConfig) -> tuple[AnswerSources, ...]:
     for earlier in config.skip_done_in:
         source = answer_sources(earlier)
         if earlier != config.output:
+            open_batches = bs.load_ledger(earlier).open_runs()
+            if open_batches:
+                # Their images have no rows yet: this run would pay for them again.
+                raise ConfigError(
+                    f"--incremental {earlier} has a batch-mode run ({open_batches[0].run_id}) "
+                    f"that is not collected yet: `beam-caption batch collect {earlier} --wait` "
+                    "first, or its images are paid for twice")
             if not source.captions:
                 raise ConfigError(f"--incremental {earlier} holds no captions-*.parquet")
             if source.journal:

@@ -166,6 +166,24 @@ def test_a_batch_resume_writes_what_a_killed_realtime_run_paid_for(tmp_path: Pat
     assert not (out / JOURNAL_DIR).exists(), "their journal went once the rows were written"
 
 
+def test_incremental_refuses_an_output_whose_batches_are_not_collected(tmp_path: Path,
+                                                                      capsys) -> None:
+    photos = _photos(tmp_path, 3)
+    first, second = tmp_path / "first", tmp_path / "second"
+    with running_simulator(batch_seconds=0.2) as sim:
+        assert _run(sim, photos, first) == 0  # captions, then three more photos in a batch
+        make_small_photos(photos, 6)
+        assert _run(sim, photos, first, "--resume", "--mode", "batch", "--no-wait") == 0
+        capsys.readouterr()
+        assert _run(sim, photos, second, "--incremental", str(first)) == 2
+        assert "batch collect" in capsys.readouterr().err
+        assert _batch("collect", first, "--wait", *POLL) == 0
+        assert _run(sim, photos, second, "--incremental", str(first)) == 0
+        stats = sim.stats()
+    assert set(stats["successes_by_image"].values()) == {1}, "no photo was paid twice"
+    assert len(stats["successes_by_image"]) == 6
+
+
 def test_expired_lines_become_error_rows_that_a_realtime_resume_finishes(tmp_path: Path) -> None:
     photos = _photos(tmp_path, 12)
     out = tmp_path / "out"
