@@ -23,6 +23,7 @@ from beam_caption.config import RunConfig
 from beam_caption.errors import BeamCaptionError, ConfigError, RunAborted
 from beam_caption.layout import LEDGER_NAME
 from beam_caption.pipeline.outputs import print_preview
+from beam_caption.runner.local import quit_on_interrupt
 
 _LOG = logging.getLogger("beam_caption.batch")
 ACTIONS = ("submit", "status", "collect", "cancel")
@@ -104,8 +105,15 @@ class Clients:
 
 
 def main(args: argparse.Namespace, extra: list[str]) -> int:
-    """Dispatch the action; returns the exit code."""
+    """Dispatch the action; returns the exit code. Ctrl-C or SIGTERM stops at once and loses
+    nothing (every step is recorded in batches.json as it happens)."""
     output = args.output.rstrip("/")
+    with quit_on_interrupt(f"interrupted; nothing is lost: `beam-caption batch {args.action} "
+                           f"{output}` carries on from {LEDGER_NAME}"):
+        return _main(args, output)
+
+
+def _main(args: argparse.Namespace, output: str) -> int:
     settle_gcs_credentials([output])
     ledger = bs.load_ledger(output)
     if not ledger.runs:
@@ -247,6 +255,19 @@ def cancel(output: str, ledger: bs.BatchLedger, clients: Clients) -> int:
 def run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
     """`run --mode batch` after building the job: run it (it submits the batches), then wait
     and collect per --wait. A remote job is started and left to run."""
+    # Stopping anywhere loses nothing: batches.json records each upload and batch as it is made,
+    # and a shard being submitted is claimed (batch/claims.py), so `batch submit` finishes the
+    # rest without paying twice. (Beam's own KeyboardInterrupt inside an in-process run printed
+    # three tracebacks and exited 1.)
+    output = config.output
+    with quit_on_interrupt(
+            f"interrupted; what was submitted is recorded in {output}/{LEDGER_NAME}: "
+            f"`beam-caption batch submit {output}` sends the rest, `beam-caption batch collect "
+            f"{output} --wait` writes the rows"):
+        return _run_batch_job(pipeline, config, local=local)
+
+
+def _run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
     output = config.output
     try:
         result = pipeline.run()

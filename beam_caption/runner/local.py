@@ -117,6 +117,28 @@ def _handling(interrupts: _Interrupts) -> Iterator[None]:
             os.environ[CONTROL_DIR_ENV] = old_env
 
 
+@contextlib.contextmanager
+def quit_on_interrupt(message: str) -> Iterator[None]:
+    """Within: Ctrl-C or SIGTERM ends the process at once, exit 130, after one line on stderr
+    (`message`, what to run next). For steps that can stop anywhere and lose nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def quit_now(signum: int, frame: Any) -> None:
+        print(f"\nbeam-caption: {message}", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, quit_now)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_local(pipeline: beam.Pipeline, *, control_dir: str, grace_s: float,
               output: str) -> tuple[Any, bool]:
     """Run `pipeline` to the end, answering Ctrl-C as described above; (result, interrupted).

@@ -98,3 +98,34 @@ def test_an_interrupted_inline_create_waits_for_the_users_word(tmp_path: Path, m
 
 def _run_id(out: Path) -> str:
     return json.loads((out / "batches.json").read_text())["runs"][0]["run_id"]
+
+
+def test_ctrl_c_stops_a_batch_run_at_once_and_collect_finishes_it(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    make_small_photos(photos, 4)
+    with running_simulator(batch_seconds=3.0) as sim:
+        env = dict(os.environ, NO_GCE_CHECK="true", OPENAI_API_KEY="sk-local-test")
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "beam_caption", "run", "--input", str(photos / "*"),
+             "--output", str(out), "--mode", "batch", "--base-url", sim.base_url,
+             "--poll-interval", "0.2", *IN_MEMORY], env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+                (out / "batches.json").exists() and all(_batch_ids(out))):
+            time.sleep(0.05)
+        assert all(_batch_ids(out)), "submitted, now waiting for the batch"
+        launcher.send_signal(signal.SIGINT)
+        _, err = launcher.communicate(timeout=60)
+        assert launcher.returncode == 130, err
+        assert "Traceback" not in err and f"batch collect {out} --wait" in err
+        os.environ["OPENAI_API_KEY"] = "sk-local-test"
+        try:
+            assert run_cli("batch", "collect", str(out), "--wait", *POLL) == 0
+        finally:
+            del os.environ["OPENAI_API_KEY"]
+        stats = sim.stats()
+    assert len(read_rows(out, "captions")) == 4 and set(stats["successes_by_image"].values()) == {1}
