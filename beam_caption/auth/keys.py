@@ -63,7 +63,9 @@ def resolve_api_key(env_name: str, key_file: str | None,
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot read --api-key-file {key_file}: {exc.strerror}") from None
+            # A value with no "/" or "." is more likely the key itself, passed by mistake.
+            shown = key_file if "/" in key_file or "." in key_file else "(the value given)"
+            raise ConfigError(f"cannot read --api-key-file {shown}: {exc.strerror}") from None
         key = text.strip().splitlines()[0].strip() if text.strip() else ""
         if not key:
             raise ConfigError(f"--api-key-file {key_file} is empty")

@@ -29,8 +29,10 @@ NANO = 1_000_000_000
 
 
 def to_nano(usd: float) -> int:
-    """Dollars as integer nano-dollars, rounded up: a reservation never comes out smaller."""
-    return -int(-usd * NANO // 1)
+    """Dollars as integer nano-dollars, rounded up: a reservation never comes out smaller.
+    Float noise below a thousandth of a nano-dollar is dropped first: 0.0001726 * 1e9 is
+    172600.00000000003, which must stay 172600, or a cap of exactly one request refuses it."""
+    return -int(-round(usd * NANO, 3) // 1)
 
 
 class Reservation(Enum):
@@ -48,7 +50,7 @@ class SpendCap:
 
     def __init__(self, share_usd: float | None) -> None:
         self.share_usd = share_usd
-        self._share = None if share_usd is None else int(share_usd * NANO)
+        self._share = None if share_usd is None else round(share_usd * NANO)
         self._lock = threading.Lock()
         self._spent = 0
         self._reserved = 0

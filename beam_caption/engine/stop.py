@@ -67,8 +67,10 @@ class FailureStreak:
 def _streak_message(error: ApiError, count: int) -> str:
     hint = ""
     if isinstance(error, AuthError):
-        hint = (" Check the API key (OPENAI_API_KEY, --api-key-env, --api-key-file or "
-                "--api-key-secret).")
+        # Provider-neutral: the variable is OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY
+        # by default, whatever --api-key-env names otherwise.
+        hint = (" Check the API key (the provider's variable, or what --api-key-env, "
+                "--api-key-file or --api-key-secret name).")
     elif isinstance(error, QuotaExceeded):
         hint = " The account has no quota left; add credit, then run again with --resume."
     return (f"{count} requests in a row failed with {error.row_code}: {error}.{hint} "

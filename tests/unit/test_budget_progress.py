@@ -32,6 +32,15 @@ def test_reservations_refuse_what_would_pass_the_share() -> None:
     assert cap.try_reserve(0.31) is None
 
 
+def test_a_cap_of_exactly_one_requests_worst_case_admits_it() -> None:
+    worst = SpendCap.worst_case_usd(PRICE, 488, 60)  # $0.0001726, 172600.00000000003 nano
+    cap = SpendCap(0.0001726)
+    assert worst == pytest.approx(0.0001726)
+    assert cap.try_reserve(worst) is not None
+    assert cap.try_reserve(1e-9) is None, "and not a nano-dollar more"
+    assert SpendCap(0.0001725).try_reserve(worst) is None
+
+
 def test_no_cap_counts_but_never_refuses() -> None:
     cap = SpendCap(None)
     reservations = [cap.try_reserve(10.0) for _ in range(5)]

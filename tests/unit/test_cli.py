@@ -63,6 +63,9 @@ def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
     (["--model", "no-such-model", "--max-cost-usd", "1"], "--prices"),
     (["--simulate", "--base-url", "http://127.0.0.1:9/v1"], "--simulate"),
     (["--base-url", "http://user:sk-in-the-url@127.0.0.1:9/v1"], "must not hold credentials"),
+    # The key itself given as the file by mistake: refused without printing it.
+    (["--base-url", "http://10.0.0.1:9/v1", "--api-key-file", "sk-in-the-url-123456"],
+     "cannot read --api-key-file (the value given)"),
 ])
 def test_bad_combinations_are_one_line_and_exit_2(argv, fragment, tmp_path, capsys) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
