@@ -151,6 +151,13 @@ class BatchLedger:
                     for run in data["runs"]]
         except (TypeError, KeyError) as exc:
             raise ConfigError(f"{origin} has an unexpected run or shard record ({exc})") from None
+        for run in runs:
+            missing = [f"endpoint.{k}" for k in ("base_url", "api_key_env")
+                       if not isinstance(run.endpoint, dict) or k not in run.endpoint]
+            missing += [] if isinstance(run.info, dict) and "model" in run.info else ["info.model"]
+            if missing:
+                raise ConfigError(f"{origin}: run {run.run_id} has no {', '.join(missing)}; it "
+                                  "may have been edited by hand")
         return cls(runs)
 
 

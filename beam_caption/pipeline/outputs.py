@@ -43,6 +43,11 @@ def prepare_output(output: str, *, overwrite: bool, resume: bool = False) -> tup
     (its captions stay; its error files are replaced once the new run has written its own, which
     carries over their billed rows; its answer journal is folded in).
     """
+    if any(char in output for char in "*?[]"):
+        # Beam finds its temporary and final files by glob: the run would pay for its answers
+        # and then fail to rename them.
+        raise ConfigError(f"--output {output!r}: glob characters (* ? [ ]) cannot be part of "
+                          "an output path; choose another name")
     earlier = existing_outputs(output)
     if resume or overwrite:
         _delete_stale_temp_files(output)

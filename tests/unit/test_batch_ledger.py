@@ -37,8 +37,14 @@ def test_a_missing_ledger_is_empty_and_save_load_round_trips(tmp_path: Path) -> 
     assert loaded.run("r2").unsubmitted() == []
 
 
+def _edited(**changes) -> str:
+    run = {**bs.BatchLedger([_run("r1")]).to_json()["runs"][0], **changes}
+    return json.dumps({"version": bs.VERSION, "runs": [run]})
+
+
 @pytest.mark.parametrize("text", ["{not json", json.dumps({"version": 99, "runs": []}),
-                                  json.dumps({"version": 1, "runs": [{"run_id": "x"}]})])
+                                  json.dumps({"version": 1, "runs": [{"run_id": "x"}]}),
+                                  _edited(endpoint={}), _edited(info={})])
 def test_a_foreign_or_damaged_ledger_is_a_config_error(tmp_path: Path, text: str) -> None:
     (tmp_path / "batches.json").write_text(text)
     with pytest.raises(ConfigError, match=r"batches\.json"):

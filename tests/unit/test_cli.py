@@ -127,3 +127,13 @@ def test_python_m_beam_caption_works() -> None:
     result = subprocess.run([sys.executable, "-m", "beam_caption", "--version"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.startswith("beam-caption ")
+
+
+def test_an_output_path_with_glob_characters_is_refused_before_anything_is_paid(
+        tmp_path: Path, capsys) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    for mode in ("realtime", "batch"):
+        code, _, err = run(["run", "--input", str(tmp_path / "*.jpg"), "--output",
+                            str(tmp_path / "odd[1]"), "--mode", mode, "--base-url",
+                            "http://127.0.0.1:9/v1"], capsys)
+        assert code == 2 and "glob characters" in err and len(err.strip().splitlines()) == 1
