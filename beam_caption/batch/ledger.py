@@ -152,8 +152,8 @@ class BatchLedger:
         except (TypeError, KeyError) as exc:
             raise ConfigError(f"{origin} has an unexpected run or shard record ({exc})") from None
         for run in runs:
-            missing = [f"endpoint.{k}" for k in ("base_url", "api_key_env")
-                       if not isinstance(run.endpoint, dict) or k not in run.endpoint]
+            missing = ([] if isinstance(run.endpoint, dict) and "base_url" in run.endpoint
+                       else ["endpoint.base_url"])
             missing += [] if isinstance(run.info, dict) and "model" in run.info else ["info.model"]
             if missing:
                 raise ConfigError(f"{origin}: run {run.run_id} has no {', '.join(missing)}; it "

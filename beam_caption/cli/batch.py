@@ -18,6 +18,7 @@ from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient, open_client
 from beam_caption.batch.collect import collect_run, note_status
 from beam_caption.batch.pipeline import provider_args, submit_pending, unresolved_message
+from beam_caption.batch.waiting import POLL_CAP_FACTOR, wait_for_batches
 from beam_caption.batch.wire import TERMINAL
 from beam_caption.config import RunConfig
 from beam_caption.errors import BeamCaptionError, ConfigError, RunAborted
@@ -27,10 +28,6 @@ from beam_caption.runner.local import quit_on_interrupt
 
 _LOG = logging.getLogger("beam_caption.batch")
 ACTIONS = ("submit", "status", "collect", "cancel")
-# Waits between status checks start at FIRST_WAIT_S and double, up to the poll interval while
-# batches progress and up to POLL_CAP_FACTOR intervals while nothing changes.
-FIRST_WAIT_S = 1.0
-POLL_CAP_FACTOR = 10
 
 DESCRIPTION = """Follow and finish Batch API runs (`beam-caption run --mode batch`).
 
@@ -95,7 +92,8 @@ class Clients:
             # A key source named on the command line replaces the recorded ones.
             where.update(api_key_file=None, api_key_secret=None)
         where.update(self._overrides)
-        key = (where["base_url"], where["api_key_env"], where.get("api_key_file"),
+        key = (where["base_url"], where.get("api_key_env") or "OPENAI_API_KEY",
+               where.get("api_key_file"),
                where.get("api_key_secret"))
         extra = provider_args(run)
         made = (*key, *sorted(extra.items()))
@@ -174,46 +172,6 @@ def wait_and_collect(output: str, ledger: bs.BatchLedger, clients: Clients,
     return 1 if waiting and wait else 0
 
 
-def wait_for_batches(output: str, ledger: bs.BatchLedger, runs: list[bs.RunRecord],
-                     clients: Clients, poll_interval_s: float, *,
-                     sleep: Callable[[float], None] = time.sleep) -> None:
-    """Poll every submitted, unfinished batch until all have ended; log progress per batch
-    (the waits between checks: `next_delay`)."""
-    delay = 0.0
-    while True:
-        changed, running = False, 0
-        for run in runs:
-            client = clients.for_run(run)
-            for shard in run.shards:
-                if shard.batch_id is None or shard.collected or shard.status in TERMINAL:
-                    continue
-                info = client.get(shard.batch_id)
-                if note_status(shard, info):
-                    changed = True
-                    _LOG.info("%s (shard %d/%d): %s, %d of %d done, %d failed", info.id,
-                              shard.index + 1, len(run.shards), info.status, info.completed,
-                              info.total or shard.lines, info.failed)
-                running += 0 if info.terminal else 1
-        if changed:
-            bs.save_ledger(output, ledger)
-        if not running:
-            return
-        delay = next_delay(delay, changed=changed, interval_s=poll_interval_s)
-        sleep(delay)
-
-
-def next_delay(delay_s: float, *, changed: bool, interval_s: float) -> float:
-    """The wait before the next status check, after waiting `delay_s` (0 before the first).
-
-    The first waits are short (a small batch can end within seconds), then each wait doubles:
-    up to `interval_s` while the batches make progress, up to POLL_CAP_FACTOR intervals while
-    nothing changes (a batch queued for hours is not checked every 30 s all day).
-    """
-    first = min(FIRST_WAIT_S, interval_s)
-    cap = interval_s if changed else POLL_CAP_FACTOR * interval_s
-    return max(first, min(delay_s * 2, cap))
-
-
 def print_status(output: str, ledger: bs.BatchLedger, clients: Clients) -> None:
     """One line per run and per shard: batch id, status, request counts (asks the API for open
     runs; batches.json is not changed)."""
@@ -267,8 +225,20 @@ def run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
         return _run_batch_job(pipeline, config, local=local)
 
 
+class _KnownErrors(logging.Filter):
+    """Drops Beam's ERROR record (with its traceback) of a step that failed with one of our
+    errors: the error becomes one line naming the next command instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a record carrying a BeamCaptionError."""
+        return not (record.exc_info and isinstance(record.exc_info[1], BeamCaptionError))
+
+
 def _run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
     output = config.output
+    known = _KnownErrors()
+    step_errors = logging.getLogger("apache_beam.runners.common")
+    step_errors.addFilter(known)
     try:
         result = pipeline.run()
         if local:
@@ -277,6 +247,8 @@ def _run_batch_job(pipeline: Any, config: RunConfig, *, local: bool) -> int:
         raise RunAborted(f"submitting the batches failed: {exc}. What was submitted is in "
                          f"{output}/{LEDGER_NAME}; fix the cause, then `beam-caption batch "
                          f"submit {output}`") from None
+    finally:
+        step_errors.removeFilter(known)
     if not local:
         print(f"job started: it submits the batches once the request files are written; then "
               f"`beam-caption batch status {output}` and `beam-caption batch collect {output} "

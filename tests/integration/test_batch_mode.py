@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import shutil
 import time
 from collections import Counter
@@ -228,15 +229,18 @@ def test_cancel_keeps_paid_answers_and_the_rest_become_error_rows(tmp_path: Path
 
 
 def test_a_failed_submission_is_finished_by_batch_submit(tmp_path: Path, monkeypatch,
-                                                          capsys) -> None:
+                                                          capfd, caplog) -> None:
     photos = _photos(tmp_path, 4)
     out = tmp_path / "out"
     monkeypatch.delenv("BATCH_TEST_KEY", raising=False)
     with running_simulator(batch_seconds=0.2, api_key="sk-batch-test-key") as sim:
         # No key on this machine: the shard files are written, their upload is refused.
         assert _run(sim, photos, out, "--mode", "batch", "--api-key-env", "BATCH_TEST_KEY") == 1
-        err = capsys.readouterr().err
+        err = capfd.readouterr().err
         assert "batch submit" in err and "sk-batch-test-key" not in err
+        assert "Traceback" not in err and not [
+            r for r in caplog.records if r.name == "apache_beam.runners.common"
+            and r.levelno >= logging.ERROR], "the refusal is one line, not Beam's traceback"
         run = _ledger(out)["runs"][0]
         assert run["state"] == "submitting" and run["shards"][0]["batch_id"] is None
         monkeypatch.setenv("BATCH_TEST_KEY", "sk-batch-test-key")

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from beam_caption.batch import ledger as bs
+from beam_caption.batch.waiting import POLL_CAP_FACTOR, next_delay
 from beam_caption.cli import main
-from beam_caption.cli.batch import POLL_CAP_FACTOR, Clients, next_delay
+from beam_caption.cli.batch import Clients
 
 RECORDED = {"base_url": "https://api.example.invalid/v1", "api_key_env": "OPENAI_API_KEY",
             "api_key_file": "/secrets/key.txt", "api_key_secret": None}
