@@ -95,7 +95,12 @@ def _translate(pattern: str) -> str:
         elif pattern[i] == "[" and "]" in pattern[i + 2:]:
             end = pattern.index("]", i + 2)
             body = pattern[i + 1:end]
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            negated = body.startswith("!")
+            # Literal inside a set: a backslash, a "[" (Python warns of nested sets) and a
+            # leading "^" (which would negate it).
+            body = (body[1:] if negated else body).replace("\\", "\\\\").replace("[", "\\[")
+            body = "\\" + body if body.startswith("^") else body
+            out.append("[" + ("^" if negated else "") + body + "]")
             i = end + 1
         else:
             out.append(re.escape(pattern[i]))
