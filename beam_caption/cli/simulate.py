@@ -89,6 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar = "RATE" if name.startswith("rate_") else name.rsplit("_", 1)[-1].upper()
         parser.add_argument(flag, type=kind, default=getattr(defaults, name), metavar=metavar,
                             help=f"{text}; default %(default)s")
+    parser.add_argument("--ignore-json-prompts", action="store_true",
+                        help="answer prose even when the prompt asks for JSON against a quoted "
+                             "schema (--schema-mode prompt), as a model that ignores the "
+                             "instruction would (e.g. --ignore-json-prompts to test "
+                             "schema_mismatch rows)")
     parser.add_argument("--log", default=None, metavar="FILE",
                         help="append one JSON line per request, image data truncated "
                              "(e.g. --log /tmp/sim.jsonl)")
@@ -102,7 +107,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     values = {name: getattr(args, name) for _, name, _, _ in _OPTIONS}
     return SimulatorConfig(host=args.host, port=args.port, api_key=args.api_key,
                            models=tuple(args.model), log_path=args.log,
-                           prices_path=args.prices, **values)
+                           prices_path=args.prices,
+                           ignore_json_prompts=args.ignore_json_prompts, **values)
 
 
 def _announce(config: SimulatorConfig, port: int) -> None:

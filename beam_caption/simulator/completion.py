@@ -19,7 +19,7 @@ from beam_caption.cost import tokens
 from beam_caption.loopback import is_loopback_host
 from beam_caption.simulator.apierror import bad_request
 from beam_caption.simulator.image_parts import MAX_IMAGE_BYTES, ImageFacts, analyse, decode_data_url
-from beam_caption.simulator.json_answers import answer_text
+from beam_caption.simulator.json_answers import answer_text, prompted_format
 from beam_caption.simulator.state import SimState
 from beam_caption.simulator.usage import Answer, cut_answer, prompt_tokens, usage_body
 from beam_caption.simulator.validation import ChatRequest, ImagePart, parse_chat_request
@@ -92,7 +92,9 @@ async def complete(state: SimState, request: ChatRequest) -> Completion:
     rule = price.image_tokens if price and price.image_tokens else None
     sized = [(f, part.detail) for f, part in zip(facts, request.images, strict=True)]
     prompt = prompt_tokens(rule, request.texts, request.n_messages, sized)
-    answer = cut_answer(answer_text(request.response_format, facts),
+    fmt = (request.response_format if state.config.ignore_json_prompts
+           else prompted_format(request.response_format, request.texts))
+    answer = cut_answer(answer_text(fmt, facts),
                         request.max_completion_tokens)
     return Completion(request, tuple(facts), answer, prompt)
 

@@ -106,6 +106,28 @@ def _schema_error(name: str, context: str, detail: str) -> Exception:
                        f"{detail}", "response_format", "invalid_json_schema")
 
 
+# What a prompt that asks for JSON without response_format says (api/structured.py's prompt
+# mode, for providers without structured outputs); a model follows it, so the simulator does.
+_PROMPTED = "validates against this JSON Schema:"
+
+
+def prompted_format(fmt: ResponseFormat, texts: list[str]) -> ResponseFormat:
+    """`fmt`, or for a text request whose prompt asks for JSON valid against a schema it
+    quotes, that schema as json_schema (as an instruction-following model would answer)."""
+    if fmt.kind != "text":
+        return fmt
+    for text in texts:
+        cut = text.find(_PROMPTED)
+        if cut < 0:
+            continue
+        try:
+            schema, _ = json.JSONDecoder().raw_decode(text[cut + len(_PROMPTED):].strip())
+        except ValueError:
+            return fmt
+        return ResponseFormat("json_schema", schema) if isinstance(schema, dict) else fmt
+    return fmt
+
+
 def answer_text(fmt: ResponseFormat, images: list[ImageFacts]) -> str:
     """The answer's content for `fmt`: the caption, or compact JSON built from the facts."""
     if fmt.kind == "text":

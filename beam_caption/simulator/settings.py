@@ -17,7 +17,7 @@ FAULT_FIELDS = ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_discon
 RUNTIME_FIELDS = frozenset((*FAULT_FIELDS, "api_key", "rpm", "tpm", "window_seconds",
                             "latency_ms", "latency_sigma", "per_output_token_ms",
                             "max_concurrency", "hang_seconds", "batch_seconds",
-                            "batch_expire_rate", "seed"))
+                            "batch_expire_rate", "seed", "ignore_json_prompts"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class SimulatorConfig:
     # Share of batch lines (seeded draw) not run before the completion window "expires": they go
     # to the error file as batch_expired and the batch ends with status "expired".
     batch_expire_rate: float = 0.0
+    # A prompt that asks for JSON valid against a quoted schema (--schema-mode prompt) is
+    # answered with such JSON, as an instruction-following model would; True plays one that
+    # ignores the instruction and answers prose.
+    ignore_json_prompts: bool = False
     log_path: str | None = None
     prices_path: str | None = None
 

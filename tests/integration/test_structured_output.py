@@ -55,11 +55,15 @@ def test_built_in_schemas_become_typed_columns(name: str, sim, tmp_path: Path) -
 
 def test_answers_that_do_not_validate_become_schema_mismatch_rows(sim, tmp_path: Path) -> None:
     sim, log = sim
-    # Prompt mode against a server that ignores the instruction: every answer is prose.
+    # Prompt mode against a model that ignores the instruction: every answer is prose.
     out = tmp_path / "out"
-    code = run_cli("run", "--input", str(SAMPLES / "*.jpg"), "--output", str(out),
-                   "--base-url", sim.base_url, "--schema", "tags", "--schema-mode", "prompt",
-                   *IN_MEMORY)
+    sim.update(ignore_json_prompts=True)
+    try:
+        code = run_cli("run", "--input", str(SAMPLES / "*.jpg"), "--output", str(out),
+                       "--base-url", sim.base_url, "--schema", "tags", "--schema-mode",
+                       "prompt", *IN_MEMORY)
+    finally:
+        sim.update(ignore_json_prompts=False)
     assert code == 0
     errors = read_rows(out, "errors")
     assert read_rows(out, "captions") == []
@@ -68,3 +72,22 @@ def test_answers_that_do_not_validate_become_schema_mismatch_rows(sim, tmp_path:
     body = logged_requests(log)[-1]
     assert "response_format" not in body
     assert "JSON Schema" in body["messages"][-1]["content"][0]["text"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+def test_prompt_mode_answers_are_parsed_into_the_schemas_columns(sim, tmp_path: Path,
+                                                                 provider: str) -> None:
+    sim, _ = sim
+    # A model that follows the prompt's instruction (the README's way for Anthropic and Gemini).
+    models = {"openai": "gpt-5.4-nano", "anthropic": "claude-haiku-4-5",
+              "gemini": "gemini-2.5-flash-lite"}
+    out = tmp_path / "out"
+    code = run_cli("run", "--input", str(SAMPLES / "*.jpg"), "--output", str(out),
+                   "--provider", provider, "--model", models[provider], "--base-url",
+                   sim.base_url if provider == "openai" else sim.root_url,
+                   "--schema", "tags", "--schema-mode", "prompt", *IN_MEMORY)
+    assert code == 0
+    rows = read_rows(out, "captions")
+    assert len(rows) == len(list(SAMPLES.glob("*.jpg"))) and read_rows(out, "errors") == []
+    assert all(row["tags"] for row in rows)
+
