@@ -60,7 +60,7 @@ def expected_worker_processes(options: PipelineOptions) -> tuple[int | None, str
     if is_local(options):
         direct = options.view_as(DirectOptions)
         if direct.direct_running_mode != "multi_processing":
-            return 1, "one local process (--direct_running_mode in_memory)"
+            return 1, f"one local process (--direct_running_mode {direct.direct_running_mode})"
         count = direct.direct_num_workers or multiprocessing.cpu_count()
         return count, f"{count} local worker processes"
     workers = options.view_as(WorkerOptions)

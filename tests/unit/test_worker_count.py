@@ -94,6 +94,9 @@ def test_a_small_job_runs_in_process_unless_the_flags_say_otherwise() -> None:
     assert mode(["--direct_running_mode=multi_processing"], True) == ("multi_processing", 0)
     assert expected_worker_processes(pipeline_options([], in_process=True)) == (
         1, "one local process (--direct_running_mode in_memory)")
+    threads = pipeline_options(["--direct_running_mode=multi_threading"])
+    assert expected_worker_processes(threads) == (
+        1, "one local process (--direct_running_mode multi_threading)")
     # Not a local runner: nothing local is added.
     remote = pipeline_options([*DATAFLOW, "--project=p"], in_process=True)
     assert "direct_running_mode" not in remote.get_all_options(drop_default=True)
