@@ -30,15 +30,15 @@ from beam_caption.api.structured import (
     SchemaMismatch,
     parse_answer,
 )
+from beam_caption.batch import claims
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient
+from beam_caption.batch.closing import finish_run
 from beam_caption.batch.wire import BatchInfo
 from beam_caption.config import CaptionConfig
 from beam_caption.cost.pricing import cost_usd
-from beam_caption.pipeline.journal import delete_journals
 from beam_caption.pipeline.rows import caption_row, error_row, error_stage
 from beam_caption.pipeline.schema import ERRORS_SCHEMA, captions_schema
-from beam_caption.pipeline.summary import SummaryFn, summary_document, write_summary
 
 _LOG = logging.getLogger(__name__)
 Parser = Callable[..., ChatResult]
@@ -172,75 +172,6 @@ def collect_shard(output: str, run: bs.RunRecord, shard: bs.ShardRecord,
     return len(captions), len(errors)
 
 
-def _run_files(output: str, table: str, run_id: str) -> list[str]:
-    pattern = FileSystems.join(output, f"{table}-{run_id}-*.parquet")
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-
-
-def _tally(output: str, run_id: str) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The summary tally of the run's files, and the files; `realtime_usd` in the tally is what
-    rows paid at realtime prices (carried over from an interrupted realtime run)."""
-    fn = SummaryFn(run_id)
-    acc = fn.create_accumulator()
-    realtime_usd = 0.0
-    files: dict[str, list[str]] = {}
-    for table, kind in (("captions", "caption"), ("errors", "error")):
-        files[table] = _run_files(output, table, run_id)
-        for path in files[table]:
-            with FileSystems.open(path) as handle:
-                for row in pq.read_table(handle).to_pylist():
-                    acc = fn.add_input(acc, (kind, row))
-                    if not row.get("batch") and not row.get("deduplicated"):
-                        realtime_usd += row.get("cost_usd") or 0.0
-    acc["realtime_usd"] = realtime_usd
-    return acc, files
-
-
-def write_batch_summary(output: str, run: bs.RunRecord) -> dict[str, Any]:
-    """run-summary.json for a collected run: the realtime fields over this run's rows, plus
-    `mode` and a `batch` block with what the same answers would have cost in realtime."""
-    acc, files = _tally(output, run.run_id)
-    summary = summary_document(acc)
-    summary["mean_latency_ms"] = None  # a batch's requests have no latency of their own
-    cost = summary["cost_usd"]
-    price = run.price or {}
-    discount = price.get("batch_discount") or 0
-    carried = acc["realtime_usd"]  # already at realtime prices: not divided by the discount
-    realtime = (round((cost - carried) / discount + carried, 8)
-                if cost is not None and discount else None)
-    by_status: dict[str, int] = {}
-    for shard in run.shards:
-        by_status[shard.status] = by_status.get(shard.status, 0) + 1
-    document = {**run.info, **summary, "mode": "batch",
-                "batch": {"batches": sum(1 for s in run.shards if s.batch_id),
-                          "by_status": dict(sorted(by_status.items())),
-                          "requests": sum(s.lines for s in run.shards),
-                          "cost_usd_at_realtime_prices": realtime,
-                          "saved_usd": (round(realtime - cost, 8)
-                                        if realtime is not None and cost is not None else None)},
-                "files": {t: [p.rsplit("/", 1)[-1] for p in paths] for t, paths in files.items()}}
-    write_summary(output, document)
-    return document
-
-
-def finish_run(output: str, ledger: bs.BatchLedger, run: bs.RunRecord) -> dict[str, Any]:
-    """Once every shard is collected: the summary, superseded error files gone, run closed."""
-    summary = write_batch_summary(output, run)
-    stale = [p for p in run.supersede if FileSystems.exists(p)]
-    if stale:
-        FileSystems.delete(stale)
-    if run.journals:  # their answers are in this run's Parquet now
-        delete_journals(output, run.journals)
-    inputs = [bs.resolve(output, s.path) for s in run.shards]
-    gone = [p for p in inputs if FileSystems.exists(p)]
-    if gone:
-        # The request files hold every image in base64: as large as the photos, and spent.
-        FileSystems.delete(gone)
-    run.state = bs.COLLECTED
-    bs.save_ledger(output, ledger)
-    return summary
-
-
 def note_status(shard: bs.ShardRecord, info: BatchInfo) -> bool:
     """Copy a batch's status into its shard record; True if anything changed."""
     before = (shard.status, shard.counts)
@@ -248,6 +179,33 @@ def note_status(shard: bs.ShardRecord, info: BatchInfo) -> bool:
     shard.output_file_id, shard.error_file_id = info.output_file_id, info.error_file_id
     shard.errors = list(info.errors)
     return before != (shard.status, shard.counts)
+
+
+def _cancelled_unsent(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
+                      shard: bs.ShardRecord, client: BatchClient) -> bool:
+    """True when a cancelled shard without a batch id surely has no batch, so its requests
+    are `batch_cancelled` rows. A cancel can come while a submitter is creating its batch: while
+    that submitter lives, the shard waits (its batch id is on its way); if it died, OpenAI is
+    asked for a batch on the shard's file (found: recorded and cancelled, collected once it
+    ends); an inline provider cannot be asked, so the batch to look for is named."""
+    claim = claims.active_claim(shard)
+    if claim is None:
+        return True
+    if claims.claim_alive(claim) and not claim.get("unresolved"):
+        return False
+    if client.finds_batches:
+        found = shard.file_id and client.find_batch(shard.file_id, (shard.uploaded_at or 0) - 60)
+        if not found:
+            return True
+        shard.batch_id, shard.claim = found.id, None
+        note_status(shard, client.cancel(found.id))
+        bs.save_ledger(output, ledger)
+        return False
+    _LOG.warning("shard %d of run %s was cancelled while its batch was being created, and its "
+                 "provider cannot be asked whether it was: if a batch named beam-caption-%s-%d "
+                 "exists in its console, its answers are not in these tables", shard.index + 1,
+                 run.run_id, run.run_id, shard.index)
+    return True
 
 
 def collect_run(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
@@ -268,6 +226,8 @@ def collect_run(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
                 continue
         elif not shard.cancel_requested:
             continue  # not submitted yet: `beam-caption batch submit` sends it
+        elif not _cancelled_unsent(output, ledger, run, shard, client):
+            continue  # its batch may exist: collected once its submitter is done with it
         captions, errors = collect_shard(output, run, shard, info, client)
         shard.collected = True
         bs.save_ledger(output, ledger)

@@ -22,8 +22,13 @@ shard waits for the user's word (`batch submit --resubmit-interrupted`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +36,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_caption.api.request import RequestSettings
 from beam_caption.api.structured import StructuredSpec
+from beam_caption.batch.wire import TERMINAL
 from beam_caption.config import CaptionConfig
 from beam_caption.cost.pricing import ModelPrice
 from beam_caption.engine.settings import EndpointConfig
 from beam_caption.errors import ConfigError
-from beam_caption.layout import BATCH_DIR, LEDGER_NAME
+from beam_caption.layout import LEDGER_NAME
 from beam_caption.pipeline.rows import utc_now
 
 VERSION = 2  # 1: the run's model, prompt, price and schema nested under "rows"
@@ -202,7 +208,9 @@ _STATES = (SUBMITTING, SUBMITTED, COLLECTED)
 def _merge_shard(mine: ShardRecord, theirs: ShardRecord) -> None:
     """Add to `mine`, in place, whatever `theirs` recorded that mine has not (ids, a cancel
     request, the collected mark, a newer claim)."""
-    if mine.batch_id is None and theirs.batch_id is not None:
+    if (mine.batch_id is None and theirs.batch_id is not None) or (
+            theirs.status in TERMINAL and mine.status not in TERMINAL):
+        # Theirs is newer news: a batch id, or a batch that ended (never back to running).
         mine.status, mine.counts, mine.errors = theirs.status, theirs.counts, theirs.errors
     elif mine.file_id is None and theirs.file_id is not None and mine.status == "written":
         mine.status = theirs.status
@@ -240,39 +248,44 @@ def refresh(output: str, ledger: BatchLedger) -> None:
     merge(ledger, load_ledger(output))
 
 
+@contextlib.contextmanager
+def transaction(output: str, ledger: BatchLedger) -> Iterator[BatchLedger]:
+    """Read, change and write batches.json as one step: `ledger` is merged with the file on
+    enter and written on exit, and no other process's transaction runs in between (a lock file
+    beside it, on local disks; on gs:// the merge alone guards, with a window of milliseconds).
+    Never nest two on one output in one process (the lock is not reentrant)."""
+    with _locked(output):
+        refresh(output, ledger)
+        yield ledger
+        _write(output, ledger)
+
+
 def save_ledger(output: str, ledger: BatchLedger) -> None:
     """Write `ledger` to batches.json, merged with what is there now (other writers' ids,
-    cancels and collected marks are kept; `ledger` is updated with them), through a temporary
-    file and a rename."""
-    refresh(output, ledger)
+    cancels and collected marks are kept; `ledger` is updated with them)."""
+    with transaction(output, ledger):
+        pass
+
+
+def _write(output: str, ledger: BatchLedger) -> None:
+    """A temporary file of this writer's own, then a rename over batches.json."""
     path = ledger_path(output)
-    temporary = path + ".tmp"
+    temporary = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
     with FileSystems.create(temporary, mime_type="application/json") as handle:
         handle.write(json.dumps(ledger.to_json(), indent=1).encode("utf-8"))
     FileSystems.rename([temporary], [path])
 
 
-def check_output(output: str, *, overwrite: bool) -> None:
-    """Before a run: refuse an output with batches still open; on --overwrite drop the state.
-
-    A run over an open batch would send its images again and pay for them twice.
-    """
-    ledger = load_ledger(output)
-    pending = ledger.open_runs()
-    if pending:
-        shards = sum(len(r.shards) for r in pending)
-        raise ConfigError(
-            f"--output {output} has a batch-mode run ({pending[0].run_id}, {shards} shard "
-            f"files) that is not collected yet: run `beam-caption batch collect {output} --wait` "
-            f"(or `beam-caption batch cancel {output}` first) before starting another run")
-    if overwrite and ledger.runs:
-        delete_state(output)
-
-
-def delete_state(output: str) -> None:
-    """Delete batches.json and every shard file under batch/ (for --overwrite)."""
-    found = [m.path for r in FileSystems.match([FileSystems.join(output, BATCH_DIR, "**"),
-                                                ledger_path(output)])
-             for m in r.metadata_list]
-    if found:
-        FileSystems.delete(found)
+@contextlib.contextmanager
+def _locked(output: str) -> Iterator[None]:
+    """An exclusive lock on OUTPUT/batches.json.lock for local outputs; nothing elsewhere."""
+    if "://" in output:
+        yield
+        return
+    os.makedirs(output, exist_ok=True)
+    with open(ledger_path(output) + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -78,13 +78,16 @@ def submit_pending(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
     """
     created, busy, unresolved = 0, [], []
     for index in [s.index for s in run.unsubmitted()]:
-        bs.refresh(output, ledger)
         shard = run.shards[index]
-        if shard.batch_id is not None or shard.cancel_requested:
-            continue
-        verdict = _may_submit(shard, client, resubmit_interrupted)
+        # Look and claim in one transaction: two submitters never both find a shard free.
+        with bs.transaction(output, ledger):
+            verdict = ("done" if shard.batch_id is not None or shard.cancel_requested
+                       else _may_submit(shard, client, resubmit_interrupted))
+            if verdict == "yes":
+                shard.claim = claims.own_claim()
         if verdict != "yes":
-            (busy if verdict == "busy" else unresolved).append(index)
+            if verdict != "done":
+                (busy if verdict == "busy" else unresolved).append(index)
             continue
         info = _submit_one(output, ledger, run, shard, client)
         created += 1
@@ -93,6 +96,8 @@ def submit_pending(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
         if shard.cancel_requested:  # a `batch cancel` came while it was being created
             note_status(shard, client.cancel(info.id))
             bs.save_ledger(output, ledger)
+    bs.refresh(output, ledger)
+    busy = [i for i in busy if run.shards[i].batch_id is None]  # those still not done
     for index in busy:
         _LOG.warning("shard %d/%d of run %s is being submitted by another process (%s); left "
                      "to it", index + 1, len(run.shards), run.run_id,
@@ -120,9 +125,8 @@ def _may_submit(shard: bs.ShardRecord, client: BatchClient, resubmit_interrupted
 
 def _submit_one(output: str, ledger: bs.BatchLedger, run: bs.RunRecord, shard: bs.ShardRecord,
                 client: BatchClient) -> BatchInfo:
-    """Claim, upload (unless uploaded) and create one shard's batch, saving after each step."""
-    shard.claim = claims.own_claim()
-    bs.save_ledger(output, ledger)
+    """Upload (unless uploaded) and create the batch of a shard this process has claimed,
+    saving after each step."""
     try:
         if shard.file_id is None:
             shard.file_id = client.upload(bs.resolve(output, shard.path), shard.bytes,

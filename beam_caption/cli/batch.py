@@ -195,16 +195,20 @@ def print_status(output: str, ledger: bs.BatchLedger, clients: Clients) -> None:
 def cancel(output: str, ledger: bs.BatchLedger, clients: Clients) -> int:
     """Cancel every running batch of the open runs; unsubmitted shards are never submitted."""
     cancelled = 0
-    for run in ledger.open_runs():
+    runs = ledger.open_runs()
+    with bs.transaction(output, ledger):  # every shard at once: none is sent from now on
+        for run in runs:
+            for shard in run.shards:
+                if not (shard.collected or shard.status in TERMINAL):
+                    shard.cancel_requested = True
+    for run in runs:
         client = clients.for_run(run)
         for shard in run.shards:
-            if shard.collected or shard.status in TERMINAL:
-                continue
-            shard.cancel_requested = True
-            if shard.batch_id is not None:
+            if shard.cancel_requested and shard.batch_id is not None and not (
+                    shard.collected or shard.status in TERMINAL):
                 note_status(shard, client.cancel(shard.batch_id))
                 cancelled += 1
-            bs.save_ledger(output, ledger)
+                bs.save_ledger(output, ledger)
     print(f"{cancelled} batches cancelled; answers already made are kept and billed: write "
           f"their rows with `beam-caption batch collect {output} --wait`")
     return 0

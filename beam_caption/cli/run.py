@@ -20,7 +20,7 @@ from beam_caption.auth.gcloud import settle_gcs_credentials
 from beam_caption.auth.keys import require_api_key
 from beam_caption.auth.secrets import check_secret_access
 from beam_caption.batch import ledger as bs
-from beam_caption.batch.ledger import check_output as check_batch_output
+from beam_caption.batch.output_state import check_output as check_batch_output
 from beam_caption.cli import batch as batch_cli
 from beam_caption.cli.live import LiveProgress
 from beam_caption.cli.run_config import build_run_config

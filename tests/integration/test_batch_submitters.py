@@ -129,3 +129,26 @@ def test_ctrl_c_stops_a_batch_run_at_once_and_collect_finishes_it(tmp_path: Path
             del os.environ["OPENAI_API_KEY"]
         stats = sim.stats()
     assert len(read_rows(out, "captions")) == 4 and set(stats["successes_by_image"].values()) == {1}
+
+
+def test_collect_leaves_a_cancelled_shard_to_its_live_submitter(tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    make_small_photos(photos, 6)
+    with running_simulator(batch_seconds=0.2, api_key=KEY) as sim:
+        _unsubmitted_run(sim, photos, out, monkeypatch, "--base-url", sim.base_url)
+        with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+            # Another process is creating shard 0's batch when the user cancels and collects.
+            _claim(out, 0, {**claims.own_claim(), "pid": other.pid, "token": "another"})
+            assert run_cli("batch", "cancel", str(out)) == 0
+            assert run_cli("batch", "collect", str(out)) == 0
+            ledger = json.loads((out / "batches.json").read_text())["runs"][0]
+            assert ledger["state"] != "collected", "its batch id may be on its way"
+            assert [s["collected"] for s in ledger["shards"]] == [False, True, True]
+            other.kill()
+        # Its submitter died before uploading: no batch can exist, the shard is cancelled.
+        assert run_cli("batch", "collect", str(out)) == 0
+    ledger = json.loads((out / "batches.json").read_text())["runs"][0]
+    assert ledger["state"] == "collected"
+    errors = read_rows(out, "errors")
+    assert len(errors) == 6 and {e["code"] for e in errors} == {"batch_cancelled"}

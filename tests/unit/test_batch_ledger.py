@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_caption.batch import claims
+from beam_caption.batch import claims, output_state
 from beam_caption.batch import ledger as bs
 from beam_caption.errors import ConfigError
 
@@ -28,7 +28,8 @@ def test_a_missing_ledger_is_empty_and_save_load_round_trips(tmp_path: Path) -> 
     ledger = bs.BatchLedger([_run("r1", bs.COLLECTED), _run("r2")])
     ledger.runs[1].shards[0].counts = {"total": 2, "completed": 1, "failed": 0}
     bs.save_ledger(str(tmp_path), ledger)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["batches.json"], "no temporary left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batches.json", "batches.json.lock"], \
+        "no temporary left"
     loaded = bs.load_ledger(str(tmp_path))
     assert loaded == ledger
     assert [r.run_id for r in loaded.open_runs()] == ["r2"]
@@ -55,7 +56,7 @@ def test_an_output_with_open_batches_refuses_another_run(tmp_path: Path) -> None
     bs.save_ledger(str(tmp_path), bs.BatchLedger([_run("r1")]))
     for overwrite in (False, True):
         with pytest.raises(ConfigError, match="batch collect"):
-            bs.check_output(str(tmp_path), overwrite=overwrite)
+            output_state.check_output(str(tmp_path), overwrite=overwrite)
     assert (tmp_path / "batches.json").exists()
 
 
@@ -64,9 +65,9 @@ def test_overwrite_drops_the_state_of_collected_runs(tmp_path: Path) -> None:
     shard_dir = tmp_path / "batch" / "r1"
     shard_dir.mkdir(parents=True)
     (shard_dir / "shard-a-00000.meta.parquet").write_bytes(b"x")
-    bs.check_output(str(tmp_path), overwrite=False)  # a closed run does not block
+    output_state.check_output(str(tmp_path), overwrite=False)  # a closed run does not block
     assert (tmp_path / "batches.json").exists()
-    bs.check_output(str(tmp_path), overwrite=True)
+    output_state.check_output(str(tmp_path), overwrite=True)
     assert not (tmp_path / "batches.json").exists() and not list(shard_dir.iterdir())
 
 
@@ -123,3 +124,35 @@ def test_claims_are_kept_released_and_judged_alive(tmp_path: Path) -> None:
     far = {**dead, "host": "elsewhere"}
     assert claims.claim_alive(far), "another machine's claim: alive until it is CLAIM_TTL_S old"
     assert not claims.claim_alive({**far, "since": far["since"] - claims.CLAIM_TTL_S - 1})
+
+
+_SAVER = """
+import sys, time
+from beam_caption.batch import ledger as bs
+folder, index, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ledger = bs.load_ledger(folder)
+time.sleep(max(0.0, start - time.time()))
+for k in range(40):
+    ledger.runs[0].shards[index].batch_id = f"batch-{index}"
+    ledger.runs[0].shards[index].counts = {"total": k}
+    bs.save_ledger(folder, ledger)
+"""
+
+
+def test_writers_saving_at_the_same_moment_lose_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    run = _run("r1", bs.SUBMITTING)
+    run.shards = [bs.ShardRecord(index=i, path=f"p{i}", meta=f"m{i}", lines=1, images=1,
+                                 bytes=1) for i in range(4)]
+    bs.save_ledger(str(tmp_path), bs.BatchLedger([run]))
+    start = time.time() + 1.0
+    savers = [subprocess.Popen([sys.executable, "-c", _SAVER, str(tmp_path), str(i),
+                                str(start)]) for i in range(4)]
+    assert [p.wait(timeout=120) for p in savers] == [0, 0, 0, 0], "no writer crashed"
+    # Each wrote its own shard's batch id from a copy that lacked the others': all are kept.
+    shards = bs.load_ledger(str(tmp_path)).runs[0].shards
+    assert [s.batch_id for s in shards] == [f"batch-{i}" for i in range(4)]
+    assert not list(tmp_path.glob("*.tmp")), "every temporary was renamed"
