@@ -27,7 +27,7 @@ from beam_caption.inputs import kinds
 from beam_caption.inputs.fetch import is_url
 from beam_caption.inputs.files import read_uri_bytes
 from beam_caption.inputs.metadata import PhotoMeta, takeout_meta
-from beam_caption.inputs.refs import ImageRef
+from beam_caption.inputs.refs import UNREADABLE_NAME, ImageRef
 from beam_caption.inputs.spread import pack_refs, unpack_refs
 
 _LOG = logging.getLogger(__name__)
@@ -64,11 +64,15 @@ def sort_group(refs: list[ImageRef], settings: LibrarySettings,
     again with the same id and prompt is Skipped (LISTED_AGAIN): one listing, one row.
     """
     first: dict[tuple[str, str | None, str | None], ImageRef] = {}
+    kept = []
     for ref in refs:
-        if ref.problem is None and first.setdefault((ref.uri, ref.source_id, ref.prompt),
-                                                    ref) is not ref:
+        # A manifest's bad rows all name the manifest: each is its own error row.
+        listed = ref.problem is None or ref.problem.startswith(UNREADABLE_NAME)
+        if listed and first.setdefault((ref.uri, ref.source_id, ref.prompt), ref) is not ref:
             yield kinds.Skipped(ref.uri, kinds.LISTED_AGAIN)
-    refs = list(first.values()) + [ref for ref in refs if ref.problem is not None]
+        else:
+            kept.append(ref)
+    refs = kept
     uris = [ref.uri for ref in refs]
     photos = [ref.uri for ref in refs
               if ref.problem is None and kinds.kind_of(ref.uri) == kinds.PHOTO]

@@ -9,6 +9,11 @@ if TYPE_CHECKING:
     from beam_caption.inputs.metadata import PhotoMeta
 
 
+# ImageRef.problem of a listed file whose name is not UTF-8 (every other problem is a manifest
+# row's).
+UNREADABLE_NAME = "the file's name is not valid UTF-8"
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """One image to caption: where it is, an optional caller id and an optional per-image prompt.

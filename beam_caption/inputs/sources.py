@@ -25,7 +25,7 @@ from beam_caption.inputs.kinds import PHOTO, VIDEO, kind_of
 from beam_caption.inputs.listers import Entry
 from beam_caption.inputs.listing import Part, first_match, list_part, split
 from beam_caption.inputs.manifest import ReadManifest, inspect_manifest, iter_manifest
-from beam_caption.inputs.refs import ImageRef
+from beam_caption.inputs.refs import UNREADABLE_NAME, ImageRef
 from beam_caption.inputs.spread import SpreadRefs
 
 __all__ = ["ExpandInputs", "ImageRef", "InputTally", "check_inputs", "count_inputs",
@@ -181,7 +181,14 @@ def _missing_bucket(exc: BaseException) -> str | None:
 
 
 def _entry_to_ref(entry: Entry) -> ImageRef:
-    """A listed file as an ImageRef, with what identifies its version."""
+    """A listed file as an ImageRef, with what identifies its version. A local name that is
+    not UTF-8 (a Latin-1 'caf\\xe9.jpg' from an old disk) cannot be a Parquet string or a
+    request key: it becomes an error row naming it with its bytes escaped."""
+    try:
+        entry.path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+        return ImageRef(shown, problem=f"{UNREADABLE_NAME}; rename it to caption it")
     return ImageRef(entry.path, size=entry.size, modified=entry.modified)
 
 

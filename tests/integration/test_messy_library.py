@@ -6,6 +6,7 @@ the money in run-summary.json is what the simulator billed."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def _messy(folder: Path) -> None:
         json.dumps({"photoTakenTime": "2020-01-01 10:00", "geoData": [1, 2]}))
     (folder / "trip" / "loop").symlink_to("..")  # back to the library: not followed
     (folder / "gone.jpg").symlink_to(folder / "nowhere" / "x.jpg")  # a not_found row
+    # A Latin-1 name from an old disk: not UTF-8, so an error row that names it escaped.
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as latin:
+        latin.write((folder / "a.jpg").read_bytes())
 
 
 def test_every_file_of_a_messy_library_is_one_row_or_one_skip(tmp_path: Path) -> None:
@@ -49,11 +53,12 @@ def test_every_file_of_a_messy_library_is_one_row_or_one_skip(tmp_path: Path) ->
     assert names == Counter({"a.jpg": 1, "trip/2024.07.03 sunset.jpg": 1,
                              "trip/2024.07.03 beach walk.mp4": 1, "trip/why?.jpg": 1,
                              "trip/IMG_9.jpg": 1})
-    assert [(Path(r["uri"]).name, r["code"]) for r in errors] == [
-        ("gone.jpg", "not_found")]
+    assert sorted((Path(r["uri"]).name, r["code"]) for r in errors) == [
+        ("caf\\xe9.jpg", "bad_file_name"), ("gone.jpg", "not_found")]
     summary = read_summary(out)
-    # a.jpg and gone.jpg matched both inputs: one row each, and each second listing counted.
-    assert summary["skipped"] == {"takeout_json": 1, "listed_again": 2}
+    # a.jpg, gone.jpg and the Latin-1 name matched both inputs: one row each, and each second
+    # listing counted.
+    assert summary["skipped"] == {"takeout_json": 1, "listed_again": 3}
     # Five requests (the clip's frames go in one), no image in two of them.
     assert stats["requests"]["total"] == 5 and set(stats["successes_by_image"].values()) == {1}
     assert summary["cost_usd"] == pytest.approx(stats["cost_usd"]["realtime"])
