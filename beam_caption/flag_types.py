@@ -49,6 +49,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def rate_limit(text: str) -> float:
+    """0 (no limit) or a number from 1 to MAX_NUMBER: a limit below one per minute would pace
+    one request over hours (or overflow the buckets' arithmetic)."""
+    value = float(text)
+    if not (value == 0 or 1 <= value <= MAX_NUMBER):  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or from 1 to {MAX_NUMBER:.0e}, "
+                                         f"got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A number above 0, up to MAX_NUMBER."""
     value = float(text)

@@ -141,9 +141,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
            "means auto too), N fixes it; 429s halve it either way", ENGINE,
            type=ft.concurrency, default=0, metavar="auto|N"),
     Option("--rpm", "the account's requests-per-minute limit, shared by all workers (0 = none)",
-           ENGINE, type=ft.non_negative_float, default=0.0, metavar="N"),
+           ENGINE, type=ft.rate_limit, default=0.0, metavar="N"),
     Option("--tpm", "the account's tokens-per-minute limit, shared by all workers (0 = none)",
-           ENGINE, type=ft.non_negative_float, default=0.0, metavar="N"),
+           ENGINE, type=ft.rate_limit, default=0.0, metavar="N"),
     Option("--rate-limiter", "share --rpm/--tpm across every worker through an Envoy rate-limit "
            "service instead of dividing them: envoy://HOST:PORT[/DOMAIN] (domain default "
            "beam-caption; descriptors limit=rpm with 1 hit per request, limit=tpm with the "

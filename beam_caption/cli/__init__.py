@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from typing import NoReturn
 
 from beam_caption import __version__
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     """The `beam-caption` command: parse `argv` (default sys.argv), run the subcommand, and
     return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    # Beam compiles a path's escaped glob characters ('[[]', normalize_pattern's) into a
+    # regex that Python warns may one day mean a nested set; it matches what it should today.
+    warnings.filterwarnings("ignore", "Possible nested set", FutureWarning)
     command = _command_in(argv)
     if command == "run":
         # Before the command's imports bring pyarrow in (runner/allocators.py says why).

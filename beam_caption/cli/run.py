@@ -34,6 +34,7 @@ from beam_caption.options import add_caption_arguments, refuse_unknown
 from beam_caption.pipeline.journal import journal_runs
 from beam_caption.pipeline.outputs import (
     answer_sources,
+    check_output_name,
     prepare_output,
     print_preview,
     stop_message,
@@ -88,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, beam_flags: list[str]) -> int:
     """Run the job; returns the exit code."""
     refuse_unknown(beam_flags, "run")
+    check_output_name(args.output)
     local = pl.is_local(pl.pipeline_options(beam_flags))
     settle_gcs_credentials([*(args.input or ()), args.manifest or "", args.output,
                             *(args.incremental or ()), args.schema or ""])

@@ -149,6 +149,10 @@ def resolve_base_url(flag_value: str | None, provider: str = DEFAULT_PROVIDER) -
     url = flag_value or os.environ.get(adapter.base_url_env) or default
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--base-url must start with http:// or https://, got {url!r}")
+    if urlsplit(url).query or urlsplit(url).fragment:
+        # A key in ?key=... would travel like credentials; paths are joined after it anyway.
+        raise ConfigError("--base-url must not hold a query string or fragment (?... #...): "
+                          "pass the key with --api-key-env, --api-key-file or --api-key-secret")
     if "@" in urlsplit(url).netloc:
         # USER:KEY@HOST would travel into run-summary.json, batches.json and templates; the
         # message names neither part.

@@ -85,11 +85,16 @@ def manifest_files(pattern: str, limit: int | None = None) -> list[str]:
 
 def inspect_manifest(pattern: str, prompt_column: str = "prompt") -> ManifestLayout:
     """The manifest's layout from its first file; raises a one-line ConfigError for a manifest
-    that cannot work (no file, no uri column, a CSV with multi-line rows)."""
+    that cannot work (no file, no uri column, a CSV with multi-line rows, a "[" in its path)."""
     fmt = manifest_format(pattern)
     files = manifest_files(pattern, limit=1)
     if not files:
         raise ConfigError(f"--manifest {pattern!r} does not exist")
+    if "[" in files[0]:
+        # Beam's ReadAll transforms match each file's own path again as a glob, so they read
+        # nothing of it (the run would end with no rows and exit 0).
+        raise ConfigError(f"--manifest {files[0]!r}: Beam cannot read a file whose path holds "
+                          "'['; copy or rename it")
     columns: tuple[str, ...] = ()
     if fmt == ".csv":
         columns = _csv_header(files[0])
@@ -202,8 +207,10 @@ def _text(value: object) -> str | None:
 
 def _resolve(uri: str, base: str) -> str:
     """A manifest entry as an absolute URI: relative paths are relative to the manifest."""
-    if _SCHEME.match(uri) or os.path.isabs(uri):
+    if _SCHEME.match(uri):
         return uri
+    if os.path.isabs(uri):  # '/p/./a.jpg' and '/p//a.jpg' are '/p/a.jpg': one file, one row
+        return os.path.normpath(uri)
     if _SCHEME.match(base):
         return FileSystems.join(base, uri)
     return os.path.normpath(os.path.join(base, uri))

@@ -36,6 +36,15 @@ def existing_outputs(output: str) -> list[str]:
     return sorted(found + journal_files(output))
 
 
+def check_output_name(output: str) -> None:
+    """ConfigError for an output path with glob characters: Beam finds its temporary and final
+    files by glob, so the run would pay for its answers and then fail to rename them. Checked
+    before anything touches storage."""
+    if any(char in output for char in "*?[]"):
+        raise ConfigError(f"--output {output!r}: glob characters (* ? [ ]) cannot be part of "
+                          "an output path; choose another name")
+
+
 def prepare_output(output: str, *, overwrite: bool, resume: bool = False) -> tuple[str, ...]:
     """Check `output` before a run; returns the earlier error files a resumed run replaces.
 
@@ -43,11 +52,7 @@ def prepare_output(output: str, *, overwrite: bool, resume: bool = False) -> tup
     (its captions stay; its error files are replaced once the new run has written its own, which
     carries over their billed rows; its answer journal is folded in).
     """
-    if any(char in output for char in "*?[]"):
-        # Beam finds its temporary and final files by glob: the run would pay for its answers
-        # and then fail to rename them.
-        raise ConfigError(f"--output {output!r}: glob characters (* ? [ ]) cannot be part of "
-                          "an output path; choose another name")
+    check_output_name(output)
     earlier = existing_outputs(output)
     if resume or overwrite:
         _delete_stale_temp_files(output)

@@ -69,8 +69,10 @@ def test_a_manifest_that_repeats_a_file_pays_and_counts_it_once(tmp_path: Path) 
     _photo(tmp_path / "a.jpg", 10)
     _photo(tmp_path / "b.jpg", 200)
     manifest = tmp_path / "list.csv"
-    # The same file thrice as one listing, and once under a caller's id of its own.
-    manifest.write_text("uri,id\na.jpg,\na.jpg,\nb.jpg,\na.jpg,\na.jpg,mine\n")
+    # The same file thrice as one listing (an absolute path spelled two more ways among them),
+    # and once under a caller's id of its own.
+    manifest.write_text(f"uri,id\na.jpg,\n{tmp_path}/./a.jpg,\nb.jpg,\n{tmp_path}//a.jpg,\n"
+                        "a.jpg,mine\n")
     out = tmp_path / "out"
     with running_simulator() as sim:
         code = run_cli("run", "--manifest", str(manifest), "--output", str(out),

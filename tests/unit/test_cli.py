@@ -48,6 +48,8 @@ def test_run_help_documents_every_option_and_has_examples(capsys) -> None:
     (["run", "--output", "x", "--input", "a", "--request-timeout", "inf"], "--request-timeout"),
     (["run", "--output", "x", "--input", "a", "--request-timeout", "0"], "--request-timeout"),
     (["run", "--output", "x", "--input", "a", "--rpm", "nan"], "--rpm"),
+    (["run", "--output", "x", "--input", "a", "--tpm", "1e-300"], "--tpm"),
+    (["run", "--output", "x", "--input", "a", "--rpm", "0.5"], "--rpm"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
     code, _, err = run(argv, capsys)
@@ -63,6 +65,7 @@ def test_bad_flags_are_one_line_and_exit_2(argv, fragment, capsys) -> None:
     (["--model", "no-such-model", "--max-cost-usd", "1"], "--prices"),
     (["--simulate", "--base-url", "http://127.0.0.1:9/v1"], "--simulate"),
     (["--base-url", "http://user:sk-in-the-url@127.0.0.1:9/v1"], "must not hold credentials"),
+    (["--base-url", "http://127.0.0.1:9/v1?key=sk-in-the-url"], "must not hold a query string"),
     # The key itself given as the file by mistake: refused without printing it.
     (["--base-url", "http://10.0.0.1:9/v1", "--api-key-file", "sk-in-the-url-123456"],
      "cannot read --api-key-file (the value given)"),
@@ -137,3 +140,21 @@ def test_an_output_path_with_glob_characters_is_refused_before_anything_is_paid(
                             str(tmp_path / "odd[1]"), "--mode", mode, "--base-url",
                             "http://127.0.0.1:9/v1"], capsys)
         assert code == 2 and "glob characters" in err and len(err.strip().splitlines()) == 1
+    # Refused before storage is contacted (a gs:// output would reach for credentials first).
+    code, _, err = run(["run", "--input", str(tmp_path / "*.jpg"), "--output", "gs://b/o*",
+                        "--base-url", "http://127.0.0.1:9/v1"], capsys)
+    assert code == 2 and "glob characters" in err
+
+
+def test_a_manifest_beam_cannot_read_is_refused_not_read_as_empty(tmp_path: Path,
+                                                                   capsys) -> None:
+    folder = tmp_path / "trip [1]"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"x")
+    (folder / "list.txt").write_text("a.jpg\n")
+    for command in (["run", "--output", str(tmp_path / "out"), "--base-url",
+                     "http://127.0.0.1:9/v1"], ["estimate"]):
+        code, _, err = run([command[0], "--manifest", str(folder / "list.txt"), *command[1:]],
+                           capsys)
+        assert code == 2 and "cannot read a file whose path holds '['" in err, err
+        assert len(err.strip().splitlines()) == 1
