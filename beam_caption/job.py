@@ -116,7 +116,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: RunConfig, *,
         # run's name, so collect's summary counts them; their journals go when it closes.
         carried = pipeline | "CarriedRows" >> CarriedRows(carry) if carry is not None else None
         return submit_batches(prepared, config, supersede=supersede, carried=carried,
-                              journals=journals)
+                              journals=journals, skipped=library.skipped)
     captions, errors, notes = _caption(prepared.images, config, checkpoint)
     errors.append(prepared.errors)
     notes.append(library.skipped | "TagSkipped" >> beam.Map(lambda row: ("skipped", row)))

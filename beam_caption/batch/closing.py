@@ -43,6 +43,7 @@ def write_batch_summary(output: str, run: bs.RunRecord) -> dict[str, Any]:
     `mode` and a `batch` block with what the same answers would have cost in realtime."""
     acc, files = _tally(output, run.run_id)
     summary = summary_document(acc)
+    summary["skipped"] = dict(run.skipped)  # counted when the shards were written
     summary["mean_latency_ms"] = None  # a batch's requests have no latency of their own
     cost = summary["cost_usd"]
     price = run.price or {}

@@ -89,6 +89,7 @@ class RunRecord:
     supersede: list[str] = field(default_factory=list)  # error files collect replaces
     # Run ids whose answer journals this run wrote to Parquet (--resume): deleted when collected.
     journals: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # the library's skipped files by kind
     state: str = SUBMITTING
     shards: list[ShardRecord] = field(default_factory=list)
 

@@ -170,7 +170,10 @@ def provider_args(run: bs.RunRecord) -> dict[str, Any]:
     return {} if provider == "openai" else {"provider": provider, "model": run.info["model"]}
 
 
-def _submit_all(shards: list[ShardInfo], output: str, template: bs.RunRecord) -> str:
+def _submit_all(shards: list[ShardInfo], output: str, template: bs.RunRecord,
+                skipped: dict[str, int] | None = None) -> str:
+    if skipped:  # the library's skipped files by kind, for collect's summary
+        template = dataclasses.replace(template, skipped=dict(sorted(skipped.items())))
     ledger, run = record_run(output, template, shards)
     endpoint = run.endpoint
     client = open_client(endpoint["base_url"], endpoint["api_key_env"], endpoint["api_key_file"],
@@ -184,28 +187,32 @@ def _submit_all(shards: list[ShardInfo], output: str, template: bs.RunRecord) ->
 class SubmitShards(beam.PTransform):
     """ShardInfo -> the run id, once: every shard recorded, uploaded and submitted in one step."""
 
-    def __init__(self, output: str, template: bs.RunRecord) -> None:
+    def __init__(self, output: str, template: bs.RunRecord,
+                 skipped: beam.PCollection | None = None) -> None:
         super().__init__()
         self._output = output
         self._template = template
+        self._skipped = skipped  # one {kind: count} dict (SortLibrary's skipped files)
 
     def expand(self, shards: beam.PCollection) -> beam.PCollection:
         """A global combine to one list (shard records are small), then one sequential Map."""
+        extra = [] if self._skipped is None else [beam.pvalue.AsSingleton(self._skipped)]
         return (shards
                 | "AllShards" >> beam.combiners.ToList()
-                | "Submit" >> beam.Map(_submit_all, self._output, self._template))
+                | "Submit" >> beam.Map(_submit_all, self._output, self._template, *extra))
 
 
 def submit_batches(prepared: Any, config: RunConfig, supersede: tuple[str, ...] = (),
-                   carried: CarriedOutputs | None = None,
-                   journals: tuple[str, ...] = ()) -> beam.PCollection:
+                   carried: CarriedOutputs | None = None, journals: tuple[str, ...] = (),
+                   skipped: beam.PCollection | None = None) -> beam.PCollection:
     """Batch mode's replacement for CaptionImages + WriteCaptions; returns the run id.
 
     `prepared` is PrepareImages' output; its error rows (and requests too large for a file) are
     written now as errors-<run_id>-*.parquet; captions come later, from `batch collect`.
     `carried`: a resumed output's paid rows (pipeline/resume.py's CarriedRows), written now as
     captions-<run_id>-carried-*.parquet and with the errors; `journals`: the run ids whose
-    journals those rows came from, deleted when the run is collected.
+    journals those rows came from, deleted when the run is collected; `skipped`: the library's
+    skipped-file rows ({"uri", "kind"}), counted by kind into the run's record for the summary.
     """
     run_id = config.caption.run_id
     items = prepared.images | "BuildBatchLines" >> BuildBatchLines(config.caption)
@@ -222,4 +229,9 @@ def submit_batches(prepared: Any, config: RunConfig, supersede: tuple[str, ...] 
              FileSystems.join(config.output, f"errors-{run_id}"), ERRORS_SCHEMA, codec="zstd",
              file_name_suffix=".parquet"))
     template = bs.RunRecord.for_run(config.caption, supersede, journals)
-    return written.shards | "SubmitShards" >> SubmitShards(config.output, template)
+    counts = None
+    if skipped is not None:
+        counts = (skipped | "SkippedKinds" >> beam.Map(lambda row: row["kind"])
+                  | "CountSkipped" >> beam.combiners.Count.PerElement()
+                  | "SkippedByKind" >> beam.combiners.ToDict())
+    return written.shards | "SubmitShards" >> SubmitShards(config.output, template, counts)

@@ -185,6 +185,20 @@ def test_incremental_refuses_an_output_whose_batches_are_not_collected(tmp_path:
     assert len(stats["successes_by_image"]) == 6
 
 
+def test_a_batch_runs_summary_counts_the_skipped_files(tmp_path: Path) -> None:
+    photos = _photos(tmp_path, 2)
+    (photos / "photo00000.AAE").write_bytes(b"<plist/>")
+    out = tmp_path / "out"
+    with running_simulator(batch_seconds=0.2) as sim:
+        # The folder and a glob of its photos: each photo is listed twice.
+        assert run_cli("run", "--input", str(photos), "--input", str(photos / "*.jpg"),
+                       "--output", str(out), "--model", MODEL, "--base-url", sim.base_url,
+                       "--mode", "batch", *POLL, *IN_MEMORY) == 0
+    summary = read_summary(out)
+    assert summary["skipped"] == {"aae_sidecar": 1, "listed_again": 2}
+    assert summary["captions"] == 2
+
+
 def test_expired_lines_become_error_rows_that_a_realtime_resume_finishes(tmp_path: Path) -> None:
     photos = _photos(tmp_path, 12)
     out = tmp_path / "out"
