@@ -163,7 +163,7 @@ class Measured:
     text_tokens: int = 0
     prompt_tokens: tuple[int, ...] = ()
     video_frames: int = 0  # a video: the keyframes its request sends
-    camera: str | None = None  # with TokenSpec.near: what near-dedupe would group by
+    camera: str | None = None  # with TokenSpec.near: camera and prompt, near-dedupe's groups
     taken_s: float | None = None
 
 
@@ -199,7 +199,8 @@ def measure(ref: ImageRef, spec: TokenSpec) -> Measured:
                    for _, rule in spec.rules for side in spec.max_sides)
     return Measured(ref.uri, text_tokens=tokens.messages_text_tokens(texts, len(texts)),
                     prompt_tokens=counts, video_frames=frames if video else 0,
-                    camera=(f"{meta.camera_make or ''}|{meta.camera_model or ''}"
+                    # The run's near-dedupe groups by camera, minute and prompt (one question).
+                    camera=(f"{meta.camera_make or ''}|{meta.camera_model or ''}|{ref.prompt or ''}"
                             if spec.near and meta and not video else None),
                     taken_s=(seconds_of(meta.taken_at)
                              if spec.near and meta and not video else None))

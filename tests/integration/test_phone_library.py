@@ -267,7 +267,8 @@ def test_near_dedupe_captions_a_burst_once(sim, sim_log, tmp_path) -> None:
     assert summary["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in reps.values()))
 
 
-def test_near_dedupe_shares_an_answer_only_to_the_same_question(sim, sim_log, tmp_path) -> None:
+def test_near_dedupe_shares_an_answer_only_to_the_same_question(sim, sim_log, capsys,
+                                                                tmp_path) -> None:
     folder, out = tmp_path / "roll", tmp_path / "out"
     folder.mkdir()
     _bursts(folder, bursts=1, distinct=0)  # IMG_1000..IMG_1003: one burst
@@ -299,6 +300,9 @@ def test_near_dedupe_shares_an_answer_only_to_the_same_question(sim, sim_log, tm
                                           ("IMG_1003.JPG", "", "IMG_1001.JPG")]
     sent = [json.dumps(body["messages"]) for body in logged_requests(sim_log)]
     assert len(sent) == 2 and sum(count in body for body in sent) == 1
+    # estimate's bound groups by question too: at most 3 of the 5 listings could follow.
+    report = _estimate(capsys, "--manifest", str(manifest), "--near-dedupe")
+    assert report["near_duplicates"]["max"] == 3
 
 
 def _estimate(capsys, *args: str) -> dict:
