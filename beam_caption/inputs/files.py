@@ -84,7 +84,9 @@ def _read_error(exc: BaseException) -> ImageError:
                 return ImageError("permission_denied", "folder cannot be listed: permission "
                                   "denied", stage="read")
             return ImageError("read_error", "path is a directory, not a file", stage="read")
-    return ImageError("read_error", f"cannot read file: {type(exc).__name__}", stage="read")
+    why = next((c.strerror for c in causes(exc) if isinstance(c, OSError) and c.strerror), None)
+    return ImageError("read_error", f"cannot read file: {why or type(exc).__name__}",
+                      stage="read")
 
 
 def causes(exc: BaseException) -> list[BaseException]:

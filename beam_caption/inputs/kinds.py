@@ -107,9 +107,10 @@ def live_photo_motion(uri: str, neighbours: list[str]) -> bool:
 
 
 def _full_stem(name: str) -> str:
-    """A file name without its last extension and Takeout's "(n)", lower case."""
+    """A file name without its last extension, lower case. Takeout's "(n)" stays: IMG_5(1).MOV
+    is the motion of IMG_5(1).HEIC, not of IMG_5.JPG."""
     dot = name.rfind(".")
-    return _COPY_SUFFIX.sub("", name[:dot] if dot > 0 else name).lower()
+    return (name[:dot] if dot > 0 else name).lower()
 
 
 def takeout_target(json_uri: str, photos: list[str]) -> str | None:

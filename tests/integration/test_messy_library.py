@@ -35,6 +35,7 @@ def _messy(folder: Path) -> None:
         json.dumps({"photoTakenTime": "2020-01-01 10:00", "geoData": [1, 2]}))
     (folder / "trip" / "loop").symlink_to("..")  # back to the library: not followed
     (folder / "gone.jpg").symlink_to(folder / "nowhere" / "x.jpg")  # a not_found row
+    (folder / "trip" / "self.jpg").symlink_to("self.jpg")  # a loop of one link: read_error
     # A Latin-1 name from an old disk: not UTF-8, so an error row that names it escaped.
     with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as latin:
         latin.write((folder / "a.jpg").read_bytes())
@@ -54,7 +55,8 @@ def test_every_file_of_a_messy_library_is_one_row_or_one_skip(tmp_path: Path) ->
                              "trip/2024.07.03 beach walk.mp4": 1, "trip/why?.jpg": 1,
                              "trip/IMG_9.jpg": 1})
     assert sorted((Path(r["uri"]).name, r["code"]) for r in errors) == [
-        ("caf\\xe9.jpg", "bad_file_name"), ("gone.jpg", "not_found")]
+        ("caf\\xe9.jpg", "bad_file_name"), ("gone.jpg", "not_found"), ("self.jpg", "read_error")]
+    assert "symbolic links" in next(r["message"] for r in errors if r["code"] == "read_error")
     summary = read_summary(out)
     # a.jpg, gone.jpg and the Latin-1 name matched both inputs: one row each, and each second
     # listing counted.

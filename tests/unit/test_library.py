@@ -88,6 +88,8 @@ def test_only_a_still_of_the_same_name_makes_a_clip_a_live_photo_motion() -> Non
                              "IMG_0002(1).HEIC", "IMG_0002(1).MOV"])
     assert skipped == {"2024.07.03 Sunset.mov": kinds.LIVE_PHOTO_MOTION,
                        "IMG_0002(1).MOV": kinds.LIVE_PHOTO_MOTION}
+    # A copy's clip is not the motion of the original's still.
+    assert _sorted(["IMG_5.jpg", "IMG_5(1).mov"])[1] == {}
 
 
 def test_a_question_mark_is_part_of_a_file_name_but_starts_a_url_query() -> None:
