@@ -32,6 +32,8 @@ from beam_caption.auth.keys import require_api_key
 from beam_caption.batch.formats import OPENAI, inline_wire
 from beam_caption.batch.wire import (
     BatchInfo,
+    ambiguous,
+    batch_name,
     check_answer,
     create_body,
     multipart_frame,
@@ -43,11 +45,6 @@ _CHUNK = 1 << 20
 INLINE = "inline:"  # an inline-batch shard's "file id": the shard file's path
 # Pages of GET /v1/batches searched for a batch on a given input file (100 batches a page).
 _FIND_PAGES = 20
-
-
-def ambiguous(error: ApiError) -> bool:
-    """True when the server may have acted on the request although we got no answer."""
-    return error.status is None or error.status >= 500 or error.status == 408
 
 
 class BatchClient:
@@ -100,9 +97,31 @@ class BatchClient:
 
     @property
     def finds_batches(self) -> bool:
-        """True when a batch can be found by its input (OpenAI's Files + Batch API), so a
-        create that may have happened is looked up, never repeated; False for inline batches."""
-        return self._wire is None
+        """True when a batch this client may have created can be found again (OpenAI's, by its
+        input file; Gemini's, by its display name), so a create that may have happened is looked
+        up, never repeated; False for Anthropic's, which carry neither."""
+        return self._wire is None or hasattr(self._wire, "list_path")
+
+    def find_created(self, input_file_id: str, metadata: dict[str, str],
+                     not_before: int = 0) -> BatchInfo | None:
+        """The batch create_once(input_file_id, metadata) made, if the API can tell."""
+        return (self.find_batch(input_file_id, not_before) if self._wire is None
+                else self._find_named(batch_name(metadata)))
+
+    def _find_named(self, name: str) -> BatchInfo | None:
+        """An inline provider's batch named `name` (None: its API lists none, or none has it)."""
+        wire = self._wire
+        if wire is None or not hasattr(wire, "list_path"):
+            return None
+        token: str | None = None
+        for _ in range(_FIND_PAGES):
+            found, token = wire.parse_list(self._call("GET", wire.list_path(token)))
+            for display_name, info in found:
+                if display_name == name:
+                    return info
+            if token is None:
+                return None
+        return None
 
     def create_once(self, input_file_id: str, metadata: dict[str, str] | None = None,
                     not_before: int = 0) -> BatchInfo:
@@ -133,19 +152,35 @@ class BatchClient:
         return self._retrying(create, "creating a batch")
 
     def _create_inline(self, input_file_id: str, metadata: dict[str, str]) -> BatchInfo:
-        """Create an inline batch of the shard's requests. Neither inline API can find a batch
-        by its input, so an ambiguous failure (timeout, dropped connection, 5xx) is raised at
-        once, not retried: the shard keeps no batch id, and paying twice is worse than a stop
-        (`beam-caption batch status` shows what the provider holds)."""
+        """Create an inline batch of the shard's requests, named after the run and shard. Gemini
+        lists batches by name: one made already is returned, and an ambiguous failure looks again
+        before a retry. Anthropic's cannot be found: an ambiguous failure is raised, not retried."""
         assert self._wire is not None
+        name = batch_name(metadata)
+        if self.finds_batches:
+            existing = self._find_named(name)
+            if existing is not None:
+                return existing
         with FileSystems.open(input_file_id.removeprefix(INLINE)) as handle:
             lines = list(parse_jsonl(handle.read().splitlines()))
-        name = "-".join(["beam-caption", *(metadata[k] for k in sorted(metadata))])
         path, body = self._wire.create_request(self._model, lines, name)
         data = json.dumps(body).encode()
-        return self._wire.parse_status(self._retrying(
-            lambda: self._send("POST", path, lambda: [data], {"Content-Type": "application/json"}),
-            "creating a batch", final=ambiguous))
+        wire = self._wire
+
+        def create() -> BatchInfo:
+            try:
+                return wire.parse_status(self._send("POST", path, lambda: [data],
+                                                    {"Content-Type": "application/json"}))
+            except ApiError as exc:
+                if ambiguous(exc) and self.finds_batches:
+                    found = self._find_named(name)  # made although no answer came back
+                    if found is not None:
+                        return found
+                raise
+
+        if self.finds_batches:
+            return self._retrying(create, "creating a batch")
+        return self._retrying(create, "creating a batch", final=ambiguous)
 
     def get(self, batch_id: str) -> BatchInfo:
         """GET /v1/batches/{id} (or the inline provider's batch)."""
@@ -173,8 +208,7 @@ class BatchClient:
             raise
 
     def find_batch(self, input_file_id: str, not_before: int = 0) -> BatchInfo | None:
-        """The newest batch whose input file is `input_file_id`, searching newest first
-        (never found on an inline provider's API)."""
+        """The newest batch whose input file is `input_file_id` (inline providers: none)."""
         if self._wire is not None:
             return None
         after: str | None = None

@@ -34,7 +34,7 @@ from beam_caption.batch import claims
 from beam_caption.batch import ledger as bs
 from beam_caption.batch.api import BatchClient
 from beam_caption.batch.closing import finish_run
-from beam_caption.batch.wire import BatchInfo
+from beam_caption.batch.wire import BatchInfo, shard_metadata
 from beam_caption.config import CaptionConfig
 from beam_caption.cost.pricing import cost_usd
 from beam_caption.pipeline.rows import caption_row, error_row, error_stage
@@ -185,16 +185,17 @@ def _cancelled_unsent(output: str, ledger: bs.BatchLedger, run: bs.RunRecord,
                       shard: bs.ShardRecord, client: BatchClient) -> bool:
     """True when a cancelled shard without a batch id surely has no batch, so its requests
     are `batch_cancelled` rows. A cancel can come while a submitter is creating its batch: while
-    that submitter lives, the shard waits (its batch id is on its way); if it died, OpenAI is
-    asked for a batch on the shard's file (found: recorded and cancelled, collected once it
-    ends); an inline provider cannot be asked, so the batch to look for is named."""
+    that submitter lives, the shard waits (its batch id is on its way); if it died, the provider
+    is asked for the batch (OpenAI by file, Gemini by name; found: recorded and cancelled,
+    collected once it ends); Anthropic cannot be asked, so the batch to look for is named."""
     claim = claims.active_claim(shard)
     if claim is None:
         return True
     if claims.claim_alive(claim) and not claim.get("unresolved"):
         return False
     if client.finds_batches:
-        found = shard.file_id and client.find_batch(shard.file_id, (shard.uploaded_at or 0) - 60)
+        found = shard.file_id and client.find_created(
+            shard.file_id, shard_metadata(run.run_id, shard.index), (shard.uploaded_at or 0) - 60)
         if not found:
             return True
         shard.batch_id, shard.claim = found.id, None

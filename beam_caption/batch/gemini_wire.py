@@ -50,6 +50,25 @@ def cancel_path(batch_id: str) -> str:
     return f"/v1beta/{batch_id}:cancel"
 
 
+def list_path(page_token: str | None = None) -> str:
+    """Where the account's batches are listed, newest first (what finds a batch by its display
+    name: a create whose answer was lost)."""
+    return "/v1beta/batches?pageSize=100" + (f"&pageToken={page_token}" if page_token else "")
+
+
+def parse_list(data: Any) -> tuple[list[tuple[str | None, BatchInfo]], str | None]:
+    """A list page -> ([(display name, batch)], the next page's token or None)."""
+    if not isinstance(data, Mapping):
+        return [], None
+    found = []
+    for item in data.get("operations") or ():
+        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            name = _batch(item).get("displayName")
+            found.append((name if isinstance(name, str) else None, parse_status(item)))
+    token = data.get("nextPageToken")
+    return found, token if isinstance(token, str) and token else None
+
+
 def results_path(batch_id: str) -> str:
     """Inline results come with the batch itself."""
     return batch_path(batch_id)

@@ -16,8 +16,8 @@ collected mark one writer recorded is never dropped by another's older copy.
 A shard being submitted carries a claim (host, pid, when): another submitter leaves it to a live
 claimant, so two processes never create batches for the same shard. A claim left by a process
 that died is taken over where the provider can be asked whether the batch exists (OpenAI looks
-for a batch on the uploaded file); where it cannot (Anthropic's and Gemini's inline batches), the
-shard waits for the user's word (`batch submit --resubmit-interrupted`).
+for a batch on the uploaded file, Gemini for one of the shard's name); where it cannot
+(Anthropic), the shard waits for the user's word (`batch submit --resubmit-interrupted`).
 """
 
 from __future__ import annotations

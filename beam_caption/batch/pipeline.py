@@ -21,10 +21,10 @@ from apache_beam.io.filesystems import FileSystems
 from beam_caption.api.errors import ApiError
 from beam_caption.batch import claims
 from beam_caption.batch import ledger as bs
-from beam_caption.batch.api import BatchClient, ambiguous, open_client
+from beam_caption.batch.api import BatchClient, open_client
 from beam_caption.batch.collect import note_status
 from beam_caption.batch.shards import BuildBatchLines, ShardInfo, WriteBatchShards
-from beam_caption.batch.wire import BatchInfo
+from beam_caption.batch.wire import BatchInfo, ambiguous, shard_metadata
 from beam_caption.config import RunConfig
 from beam_caption.errors import RunAborted
 from beam_caption.layout import BATCH_DIR
@@ -133,8 +133,7 @@ def _submit_one(output: str, ledger: bs.BatchLedger, run: bs.RunRecord, shard: b
                                           f"{run.run_id}-{shard.index:05d}.jsonl")
             shard.uploaded_at, shard.status = int(time.time()), "uploaded"
             bs.save_ledger(output, ledger)
-        info = client.create_once(shard.file_id, {"beam_caption_run": run.run_id,
-                                                  "beam_caption_shard": str(shard.index)},
+        info = client.create_once(shard.file_id, shard_metadata(run.run_id, shard.index),
                                   not_before=(shard.uploaded_at or 0) - 60)
     except ApiError as exc:
         if not client.finds_batches and ambiguous(exc):

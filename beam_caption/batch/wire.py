@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from beam_caption.api.errors import ResponseError
+from beam_caption.api.errors import ApiError, ResponseError
 from beam_caption.api.response import parse_response as _parse_chat_response
 
 ENDPOINT = "/v1/chat/completions"
@@ -126,3 +126,18 @@ def check_answer(status: int, headers: dict[str, str], body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ResponseError(f"HTTP {status}: the body is not valid JSON", status=status) from None
+
+
+def ambiguous(error: ApiError) -> bool:
+    """True when the server may have acted on the request although we got no answer."""
+    return error.status is None or error.status >= 500 or error.status == 408
+
+
+def shard_metadata(run_id: str, index: int) -> dict[str, str]:
+    """The metadata a shard's batch is created with (and an inline batch's name is made of)."""
+    return {"beam_caption_run": run_id, "beam_caption_shard": str(index)}
+
+
+def batch_name(metadata: dict[str, str]) -> str:
+    """An inline batch's display name: beam-caption-<run id>-<shard index>."""
+    return "-".join(["beam-caption", *(metadata[k] for k in sorted(metadata))])

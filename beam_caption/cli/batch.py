@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resubmit-interrupted", action="store_true",
                         help="submit: also submit shards whose batch creation was interrupted "
                              "where the provider cannot be asked whether it happened "
-                             "(Anthropic, Gemini); check its console first: a batch made twice "
+                             "(Anthropic); check its console first: a batch made twice "
                              "is paid twice")
     parser.add_argument("--base-url", metavar="URL",
                         help="endpoint to use instead of the one the run recorded")

@@ -169,6 +169,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app.router.add_post("/v1/messages/batches/{batch_id}/cancel", messages_batch.cancel)
     app.router.add_get("/v1/messages/batches/{batch_id}/results", messages_batch.results)
     app.router.add_post("/v1beta/models/{model}:batchGenerateContent", gemini_batch.create)
+    app.router.add_get("/v1beta/batches", gemini_batch.list_batches)
     app.router.add_get("/v1beta/batches/{id}", gemini_batch.retrieve)
     app.router.add_post("/v1beta/batches/{id}:cancel", gemini_batch.cancel)
     app.router.add_get("/v1/models", list_models)

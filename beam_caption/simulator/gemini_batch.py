@@ -131,6 +131,23 @@ async def retrieve(request: web.Request) -> web.Response:
     return json_response(operation(request.app[GEMINI_BATCHES].get(request.match_info["id"])))
 
 
+async def list_batches(request: web.Request) -> web.Response:
+    """GET /v1beta/batches?pageSize=&pageToken=: every batch operation, newest first; the
+    token is the index to go on from."""
+    batches = sorted(request.app[GEMINI_BATCHES].values(), key=lambda b: b.created_at,
+                     reverse=True)
+    try:
+        size = max(1, min(int(request.query.get("pageSize") or 50), 1000))
+        start = int(request.query.get("pageToken") or 0)
+    except ValueError:
+        raise SimError(400, "Invalid pageSize or pageToken.", outcome="bad_request") from None
+    page = batches[start:start + size]
+    body: dict[str, Any] = {"operations": [operation(b) for b in page]}
+    if start + size < len(batches):
+        body["nextPageToken"] = str(start + size)
+    return json_response(body)
+
+
 async def cancel(request: web.Request) -> web.Response:
     """POST /v1beta/batches/{id}:cancel: an empty answer, as the API gives."""
     batch = request.app[GEMINI_BATCHES].get(request.match_info["id"])

@@ -152,3 +152,36 @@ def test_collect_leaves_a_cancelled_shard_to_its_live_submitter(tmp_path: Path, 
     assert ledger["state"] == "collected"
     errors = read_rows(out, "errors")
     assert len(errors) == 6 and {e["code"] for e in errors} == {"batch_cancelled"}
+
+
+def test_a_gemini_batch_made_by_a_killed_launcher_is_found_by_its_name(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    make_small_photos(photos, 4)
+    monkeypatch.setenv("SUBMITTERS_KEY", KEY)
+    with running_simulator(batch_seconds=0.2, api_key=KEY) as sim:
+        assert run_cli("run", "--input", str(photos / "*"), "--output", str(out), "--mode",
+                       "batch", "--no-wait", "--batch-max-lines", "2", "--api-key-env",
+                       "SUBMITTERS_KEY", "--provider", "gemini", "--model",
+                       "gemini-2.5-flash-lite", "--base-url", sim.root_url, *IN_MEMORY) == 0
+        made = _batch_ids(out)
+        # What a launcher killed between the create call and its record leaves: the batch is
+        # on the server, the ledger has no id for it, only the dead launcher's claim.
+        ledger = json.loads((out / "batches.json").read_text())
+        shard = ledger["runs"][0]["shards"][0]
+        shard.update(batch_id=None, status="written", counts={},
+                     claim={**claims.own_claim(), "pid": _dead_pid(), "token": "dead"})
+        ledger["runs"][0]["state"] = "submitting"
+        (out / "batches.json").write_text(json.dumps(ledger))
+        assert run_cli("batch", "submit", str(out), "--wait", *POLL) == 0
+        stats = sim.stats()
+    assert _batch_ids(out) == made, "the batch it made was found by name, none made again"
+    assert sorted(Path(r["uri"]).name for r in read_rows(out, "captions")) == sorted(
+        p.name for p in photos.iterdir())
+    assert set(stats["successes_by_image"].values()) == {1}
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)

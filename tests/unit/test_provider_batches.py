@@ -158,3 +158,16 @@ def test_a_refused_create_is_retried_but_an_ambiguous_one_never_is(tmp_path: Pat
         with pytest.raises(ServerError):
             client.create_once(client.upload(_shard(tmp_path), 0, "shard.jsonl"))
         assert state["creates"] == 1  # the batch may exist: never a second one
+
+
+def test_gemini_batches_are_listed_with_their_names() -> None:
+    page = {"operations": [
+        {"name": "batches/b2", "metadata": {"displayName": "beam-caption-r-1",
+                                            "state": "BATCH_STATE_RUNNING"}},
+        {"name": "batches/b1", "metadata": {"state": "BATCH_STATE_SUCCEEDED"}}, "junk"],
+        "nextPageToken": "2"}
+    found, token = gemini_wire.parse_list(page)
+    assert [(name, info.id, info.status) for name, info in found] == [
+        ("beam-caption-r-1", "batches/b2", "in_progress"), (None, "batches/b1", "completed")]
+    assert token == "2" and gemini_wire.list_path(token).endswith("pageToken=2")
+    assert gemini_wire.parse_list({"operations": []}) == ([], None)
