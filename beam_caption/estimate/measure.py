@@ -34,7 +34,6 @@ from beam_caption.inputs.images import (
 )
 from beam_caption.inputs.kinds import VIDEO, kind_of
 from beam_caption.inputs.metadata import PhotoMeta
-from beam_caption.inputs.refs import UNREADABLE_NAME
 from beam_caption.inputs.similar import seconds_of
 from beam_caption.inputs.sources import ImageRef
 from beam_caption.inputs.video import video_header
@@ -170,8 +169,7 @@ class Measured:
 def measure(ref: ImageRef, spec: TokenSpec) -> Measured:
     """Read `ref`'s size and compute its prompt tokens for every rule and --max-side variant."""
     if ref.problem is not None:
-        return Measured(ref.uri, code=("bad_file_name" if ref.problem.startswith(UNREADABLE_NAME)
-                                       else "bad_manifest_row"))
+        return Measured(ref.uri, code=ref.problem_code)
     video = kind_of(ref.uri) == VIDEO
     frames = spec.caption.prepare.video_frames if video else 1
     meta = None

@@ -27,7 +27,7 @@ from beam_caption.inputs import kinds
 from beam_caption.inputs.fetch import is_url
 from beam_caption.inputs.files import read_uri_bytes
 from beam_caption.inputs.metadata import PhotoMeta, takeout_meta
-from beam_caption.inputs.refs import UNREADABLE_NAME, ImageRef
+from beam_caption.inputs.refs import BAD_FILE_NAME, ImageRef
 from beam_caption.inputs.spread import pack_refs, unpack_refs
 
 _LOG = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def sort_group(refs: list[ImageRef], settings: LibrarySettings,
     kept = []
     for ref in refs:
         # A manifest's bad rows all name the manifest: each is its own error row.
-        listed = ref.problem is None or ref.problem.startswith(UNREADABLE_NAME)
+        listed = ref.problem_code in (None, BAD_FILE_NAME)
         if listed and first.setdefault((ref.uri, ref.source_id, ref.prompt), ref) is not ref:
             yield kinds.Skipped(ref.uri, kinds.LISTED_AGAIN)
         else:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 # ImageRef.problem of a listed file whose name is not UTF-8 (every other problem is a manifest
 # row's).
 UNREADABLE_NAME = "the file's name is not valid UTF-8"
+BAD_FILE_NAME, BAD_MANIFEST_ROW = "bad_file_name", "bad_manifest_row"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,14 @@ class ImageRef:
     modified: float | None = None
     problem: str | None = None
     meta: PhotoMeta | None = None
+
+    @property
+    def problem_code(self) -> str | None:
+        """The error code of a ref that names nothing readable (None when it can be read):
+        bad_file_name for a listed file whose name is not UTF-8, else bad_manifest_row."""
+        if self.problem is None:
+            return None
+        return BAD_FILE_NAME if self.problem.startswith(UNREADABLE_NAME) else BAD_MANIFEST_ROW
 
     @property
     def version(self) -> str | None:

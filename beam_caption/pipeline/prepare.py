@@ -24,7 +24,7 @@ from beam_caption.engine.run_state import stop_reason
 from beam_caption.inputs.fetch import FetchSettings, ImageReader, is_url
 from beam_caption.inputs.images import ImageError, PrepareSettings, prepare_image
 from beam_caption.inputs.kinds import VIDEO, kind_of
-from beam_caption.inputs.refs import UNREADABLE_NAME
+from beam_caption.inputs.refs import BAD_FILE_NAME
 from beam_caption.inputs.sources import ImageRef
 from beam_caption.inputs.video import prepare_video_uri
 from beam_caption.pipeline import rows
@@ -71,11 +71,9 @@ class _PrepareImageDoFn(beam.DoFn):
             yield self._failed(ref, stopped.stage, stopped.code, f"not sent: {stopped.message}")
             return
         if ref.problem is not None:
-            if ref.problem.startswith(UNREADABLE_NAME):
-                yield self._failed(ref, "read", "bad_file_name", ref.problem)
-            else:
-                yield self._failed(ref, "read", "bad_manifest_row",
-                                   f"manifest row skipped: {ref.problem}")
+            code = ref.problem_code
+            yield self._failed(ref, "read", code, ref.problem if code == BAD_FILE_NAME
+                               else f"manifest row skipped: {ref.problem}")
             return
         if is_url(ref.uri):
             self._downloads[self._reader.submit(ref.uri)] = ref
