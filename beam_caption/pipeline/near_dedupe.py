@@ -97,7 +97,12 @@ class _PickFn(beam.DoFn):
         """Yield representatives; followers tagged FOLLOWERS as (the representative's
         request_key, fields with its uri as "representative")."""
         _, images = element
-        by_id = {_shot_id(i): i for i in images}
+        by_id: dict[str, PreparedImage] = {}
+        for image in images:
+            shot_id = _shot_id(image)
+            while shot_id in by_id:  # the same listing twice (SortLibrary was not before it)
+                shot_id += "\0"
+            by_id[shot_id] = image  # every image kept: none may vanish without a row
         shots = [Shot(shot_id, _camera(i), seconds_of(i.meta.taken_at) or 0.0,
                       *fingerprint(i.jpeg)) for shot_id, i in by_id.items()]
         followers = cluster(shots, self._settings)

@@ -116,3 +116,24 @@ def test_a_follower_of_a_failed_representative_is_an_unbilled_error_row() -> Non
     assert row["code"] == "near_duplicate_unanswered" and row["cost_usd"] is None
     assert "a.jpg" in row["message"] and "http_400" in row["message"]
     assert list(_ShareFn("run").process(("k-a", [("caption", {"uri": "a.jpg"})]))) == []
+
+
+def test_the_same_listing_twice_is_never_dropped_by_the_grouping() -> None:
+    from dataclasses import replace
+
+    from beam_caption.api.request import RequestSettings
+    from beam_caption.config import CaptionConfig
+    from beam_caption.engine.settings import EndpointConfig
+    from beam_caption.inputs.metadata import PhotoMeta
+    from beam_caption.pipeline.near_dedupe import FOLLOWERS, _PickFn
+
+    out = io.BytesIO()
+    scene(0).save(out, "JPEG")
+    image = replace(prepare_image("/p/a.jpg", out.getvalue(), PrepareSettings(max_side=64)),
+                    meta=PhotoMeta(taken_at="2024-07-03T18:40:12"))
+    config = CaptionConfig(request=RequestSettings(model="gpt-5.4-nano", prompt="Say it."),
+                           endpoint=EndpointConfig(base_url="http://127.0.0.1:1/v1"))
+    # Composed without SortLibrary before it, one listing can reach the group twice.
+    picked = list(_PickFn(config, NearSettings()).process(("k", [image, image])))
+    followers = [p for p in picked if getattr(p, "tag", None) == FOLLOWERS]
+    assert len(picked) == 2 and len(followers) == 1, "one sent, one following: both have rows"
